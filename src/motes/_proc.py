@@ -1,0 +1,38 @@
+"""Child-process hygiene shared by everything that spawns: no orphans.
+
+On Linux a child asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``),
+so killing a mesh supervisor, or a node agent, takes its children with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["die_with_parent", "run_main"]
+
+T = TypeVar("T")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for subprocesses: deliver SIGTERM to the child if its parent exits."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def run_main(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a process's main coroutine on uvloop where it is installed, else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)  # type: ignore[no-any-return]

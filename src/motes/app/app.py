@@ -1,0 +1,138 @@
+"""``App``: where a program declares its motes.
+
+Decorators record a ``MoteSpec`` and return the decorated object unchanged, so the same
+function still runs locally (in tests, or as a reference computation).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, overload
+
+from ..errors import BadApp, RequestError
+from ..ids import check_name
+from ..wire.messages import MoteKind, MoteSpec
+
+__all__ = ["App", "Declared"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+_NEEDS_KEYS = {"cpu", "memory_mb", "gpu", "screen", "camera", "arch", "os"}
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """A mote as declared: its spec and the Python object that implements it."""
+
+    spec: MoteSpec
+    target: Any
+
+
+class App:
+    """A named set of motes, deployed together as one versioned bundle.
+
+    >>> app = App("wordcount")
+    >>> @app.mote
+    ... def count(text: str) -> dict[str, int]: ...
+    """
+
+    def __init__(self, name: str, *, requirements: list[str] | None = None) -> None:
+        self.name = check_name("app", name)
+        self.requirements = list(requirements or [])
+        caller = sys._getframe(1).f_globals
+        self.module: str = caller.get("__name__", "__main__")
+        self.file: str | None = caller.get("__file__")
+        self.motes: dict[str, Declared] = {}
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, motes={sorted(self.motes)})"
+
+    @overload
+    def mote(self, fn: F, /) -> F: ...
+    @overload
+    def mote(
+        self,
+        *,
+        name: str | None = None,
+        min: int = 1,
+        max: int = 8,
+        needs: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+        concurrency: int = 0,
+        spread: Literal["spread", "pack"] = "spread",
+    ) -> Callable[[F], F]: ...
+
+    def mote(self, fn: Any = None, /, **options: Any) -> Any:
+        """Declare a function (sync or async) as a mote. Options: see ``MoteSpec``."""
+
+        def register(target: F) -> F:
+            if not callable(target) or inspect.isclass(target):
+                raise BadApp(f"@{self.name}.mote decorates a function, not {target!r}")
+            self._add("function", target, options)
+            return target
+
+        return register(fn) if fn is not None else register
+
+    @overload
+    def actor(self, cls: C, /) -> C: ...
+    @overload
+    def actor(
+        self,
+        *,
+        name: str | None = None,
+        min: int = 1,
+        max: int = 8,
+        needs: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+        shards: int = 64,
+        spread: Literal["spread", "pack"] = "spread",
+    ) -> Callable[[C], C]: ...
+
+    def actor(self, cls: Any = None, /, **options: Any) -> Any:
+        """Declare a class as a keyed actor: one activation per key across the mesh.
+
+        The class is built with no arguments on a key's first call; its instance
+        attributes are its state, saved after every call that changes them.
+        """
+
+        def register(target: C) -> C:
+            if not inspect.isclass(target):
+                raise BadApp(f"@{self.name}.actor decorates a class, not {target!r}")
+            self._add("actor", target, options)
+            return target
+
+        return register(cls) if cls is not None else register
+
+    def _add(self, kind: MoteKind, target: Any, options: dict[str, Any]) -> None:
+        name = check_name("mote", options.pop("name", None) or target.__name__)
+        if name in self.motes:
+            raise BadApp(f"app {self.name} declares mote {name!r} twice")
+        needs = dict(options.pop("needs", None) or {})
+        unknown = set(needs) - _NEEDS_KEYS
+        if unknown:
+            raise BadApp(
+                f"mote {self.name}.{name}: unknown needs {sorted(unknown)}; "
+                f"known: {sorted(_NEEDS_KEYS)}"
+            )
+        labels = {str(k): str(v) for k, v in (options.pop("labels", None) or {}).items()}
+        lo, hi = int(options.get("min", 1)), int(options.get("max", 8))
+        if lo < 0 or hi < 1 or lo > hi:
+            raise BadApp(f"mote {self.name}.{name}: need 0 <= min <= max and max >= 1")
+        try:
+            spec = MoteSpec(name=name, kind=kind, needs=needs, labels=labels, **options)
+        except TypeError as exc:
+            raise BadApp(f"mote {self.name}.{name}: {exc}") from None
+        self.motes[name] = Declared(spec, target)
+
+    def specs(self) -> list[MoteSpec]:
+        return [d.spec for d in self.motes.values()]
+
+    def target(self, mote: str) -> Any:
+        try:
+            return self.motes[mote].target
+        except KeyError:
+            raise RequestError(f"app {self.name} has no mote {mote!r}") from None

@@ -1,0 +1,1 @@
+"""The ``motes`` command line."""

@@ -1,0 +1,125 @@
+"""The ``motes`` command. Thin: parse, call the client or the local mesh, print.
+
+Exit codes: 0 success, 1 the operation failed (a remote error, a failed check),
+2 a usage or request error (bad arguments, no mesh running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import __version__
+from .._proc import run_main
+from ..config import resolve_home
+from ..errors import MotesError, RemoteError, RequestError
+from . import commands
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="motes", description="Run Python motes across your machines.")
+    p.add_argument("--version", action="version", version=f"motes {__version__}")
+    p.add_argument("--home", help="motes home (default: $MOTES_HOME, then the platform data dir)")
+    p.add_argument(
+        "--url", help="NATS URL of a mesh (default: $MOTES_URL, then the local mesh at the home)"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start a local mesh: an embedded lattice and N node processes")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NODE:KEY=VALUE",
+        help="label a node, e.g. node-1:role=worker (repeatable)",
+    )
+    up.add_argument("--port", type=int, default=0, help="lattice port (default: any free port)")
+    up.add_argument(
+        "--detach",
+        action="store_true",
+        help="return once the mesh is ready; stop it with `motes down`",
+    )
+
+    sub.add_parser("down", help="stop the local mesh started with `motes up --detach`")
+
+    nodes = sub.add_parser("nodes", help="list the mesh's nodes")
+    nodes.add_argument("--json", action="store_true")
+
+    deploy = sub.add_parser("deploy", help="bundle an app file and deploy it")
+    deploy.add_argument("file", help="path to the app's .py file (or its directory with app.py)")
+    deploy.add_argument("--no-wait", action="store_true", help="return before instances are ready")
+
+    apps = sub.add_parser("apps", help="list deployed apps")
+    apps.add_argument("--json", action="store_true")
+
+    ps = sub.add_parser("ps", help="list every instance: mote, version, node, state, in-flight")
+    ps.add_argument("--json", action="store_true")
+
+    call = sub.add_parser("call", help="call a mote with JSON arguments and print its JSON result")
+    call.add_argument("mote", metavar="APP.MOTE")
+    call.add_argument("args", nargs="*", metavar="JSON_ARG")
+    call.add_argument("--timeout", type=float, default=None)
+    call.add_argument("--key", help="for an actor: the key; then APP.ACTOR.METHOD names the method")
+
+    logs = sub.add_parser("logs", help="worker output and exceptions from every node")
+    logs.add_argument("target", metavar="APP[.MOTE]")
+    logs.add_argument("-f", "--follow", action="store_true")
+
+    why = sub.add_parser("why", help="every node's verdict, rule by rule, for placing a mote")
+    why.add_argument("mote", metavar="APP.MOTE")
+    why.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="3-node mesh counts identifiers in the standard library")
+    demo.add_argument("--nodes", type=int, default=3)
+    return p
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "up": commands.up,
+    "down": commands.down,
+    "nodes": commands.nodes,
+    "deploy": commands.deploy,
+    "apps": commands.apps,
+    "ps": commands.ps,
+    "call": commands.call,
+    "logs": commands.logs,
+    "why": commands.why,
+    "demo": commands.demo,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ns = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    ns.home = resolve_home(ns.home)
+    try:
+        code = run_main(_HANDLERS[ns.command](ns))
+    except KeyboardInterrupt:
+        code = 130
+    except RemoteError as exc:
+        print(f"motes: {exc}", file=sys.stderr)
+        code = 1
+    except RequestError as exc:
+        print(f"motes: {exc}", file=sys.stderr)
+        code = 2
+    except MotesError as exc:
+        print(f"motes: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

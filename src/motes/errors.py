@@ -1,0 +1,316 @@
+"""Every exception Motes raises, in one tree, branched by what the caller should do.
+
+::
+
+    MotesError
+    ├── RetryableError                 try again later; nothing was lost
+    │   ├── TransportError             the lattice is unreachable (also ConnectionError)
+    │   ├── CallTimeout                the deadline passed (also TimeoutError)
+    │   └── NoInstance                 the mote is known but has no running instance
+    ├── RequestError                   fix the request; retrying the same one will fail again
+    │   ├── UnknownMote                no deployed app declares this mote (also LookupError)
+    │   ├── EncodeError                a value cannot travel as msgpack (also TypeError)
+    │   ├── BadArgument                the mote rejected an argument's type (also TypeError)
+    │   ├── PayloadTooLarge            a message exceeds the size limit (also ValueError)
+    │   ├── BadMessage                 bytes that are not a valid Motes message (also ValueError)
+    │   ├── BadApp                     an app cannot be bundled or deployed (also ValueError)
+    │   └── MeshNotRunning             no mesh at the given home or URL
+    ├── RemoteError                    the mote itself raised; carries the remote traceback
+    └── FatalError                     give up: something is broken, not busy
+        └── StartupError               a component failed to start (server, node, worker)
+
+A ``RemoteError`` whose remote type is a built-in exception is also an instance of
+that built-in, so ``except ValueError`` catches a ``ValueError`` raised in a mote.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, ClassVar
+
+__all__ = [
+    "BadApp",
+    "BadArgument",
+    "BadMessage",
+    "CallTimeout",
+    "EncodeError",
+    "FatalError",
+    "MeshNotRunning",
+    "MotesError",
+    "NoInstance",
+    "PayloadTooLarge",
+    "RemoteError",
+    "RequestError",
+    "RetryableError",
+    "StartupError",
+    "TransportError",
+    "UnknownMote",
+    "error_from_wire",
+]
+
+
+class MotesError(Exception):
+    """Base of every Motes error. ``code`` names the type on the wire."""
+
+    code: ClassVar[str] = "motes"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def wire_fields(self) -> dict[str, Any]:
+        """Fields that rebuild this error on the other side of the wire."""
+        return {}
+
+
+class RetryableError(MotesError):
+    """The request may succeed later; nothing already accepted was lost."""
+
+    code = "retryable"
+
+
+class TransportError(RetryableError, ConnectionError):
+    """The lattice (NATS) could not be reached or dropped the connection."""
+
+    code = "transport"
+
+
+class CallTimeout(RetryableError, TimeoutError):
+    """A call's deadline passed before a reply arrived."""
+
+    code = "timeout"
+
+    def __init__(self, mote: str, timeout: float) -> None:
+        super().__init__(f"call to {mote} got no reply within {timeout:g} s")
+        self.mote = mote
+        self.timeout = timeout
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"mote": self.mote, "timeout": self.timeout}
+
+
+class NoInstance(RetryableError):
+    """The mote is deployed but no instance is running to take the call."""
+
+    code = "no_instance"
+
+    def __init__(self, mote: str, reason: str = "") -> None:
+        hint = reason or f"see `motes ps` and `motes why {mote}`"
+        super().__init__(f"mote {mote} has no running instance ({hint})")
+        self.mote = mote
+        self.reason = reason
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"mote": self.mote, "reason": self.reason}
+
+
+class RequestError(MotesError):
+    """The request itself is wrong; the same request will fail again."""
+
+    code = "request"
+
+
+class UnknownMote(RequestError, LookupError):
+    """No deployed app declares the named mote."""
+
+    code = "unknown_mote"
+
+    def __init__(self, mote: str, known: list[str] | None = None) -> None:
+        tail = (
+            f"; deployed: {', '.join(known)}" if known else "; `motes apps` lists what is deployed"
+        )
+        super().__init__(f"unknown mote {mote!r}{tail}")
+        self.mote = mote
+        self.known = known or []
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"mote": self.mote, "known": self.known}
+
+
+class EncodeError(RequestError, TypeError):
+    """A value cannot be encoded as msgpack; ``what`` names it (e.g. ``argument 1``)."""
+
+    code = "encode"
+
+    def __init__(self, what: str, type_name: str, detail: str = "") -> None:
+        extra = f": {detail}" if detail else ""
+        super().__init__(
+            f"{what} of type {type_name} cannot be sent as msgpack{extra} "
+            "(use built-in types, dataclasses or msgspec Structs)"
+        )
+        self.what = what
+        self.type_name = type_name
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"what": self.what, "type_name": self.type_name, "detail": self.detail}
+
+
+class BadArgument(RequestError, TypeError):
+    """An argument does not match the mote's declared parameter type."""
+
+    code = "bad_argument"
+
+    def __init__(self, mote: str, detail: str) -> None:
+        super().__init__(f"bad argument for {mote}: {detail}")
+        self.mote = mote
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"mote": self.mote, "detail": self.detail}
+
+
+class PayloadTooLarge(RequestError, ValueError):
+    """A message is larger than the lattice accepts."""
+
+    code = "too_large"
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{what} is {size} bytes, over the {limit}-byte message limit "
+            "(pass large data through the store and send its capability instead)"
+        )
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"what": self.what, "size": self.size, "limit": self.limit}
+
+
+class BadMessage(RequestError, ValueError):
+    """Bytes that do not decode as the expected Motes message."""
+
+    code = "bad_message"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"malformed message: {detail}")
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"detail": self.detail}
+
+
+class BadApp(RequestError, ValueError):
+    """An app cannot be loaded, bundled or deployed as given."""
+
+    code = "bad_app"
+
+
+class MeshNotRunning(RequestError):
+    """No mesh is running at the given home, and no URL was given."""
+
+    code = "no_mesh"
+
+
+class RemoteError(MotesError):
+    """The mote raised an exception; ``traceback`` is the remote one, as text."""
+
+    code = "remote"
+
+    def __init__(
+        self, mote: str, type_name: str, detail: str, traceback: str = "", node: str = ""
+    ) -> None:
+        where = f" on {node}" if node else ""
+        super().__init__(f"{mote} raised {type_name}{where}: {detail}")
+        self.mote = mote
+        self.type_name = type_name
+        self.detail = detail
+        self.traceback = traceback
+        self.node = node
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {
+            "mote": self.mote,
+            "type_name": self.type_name,
+            "detail": self.detail,
+            "traceback": self.traceback,
+            "node": self.node,
+        }
+
+    def __str__(self) -> str:
+        if self.traceback:
+            return f"{self.message}\n--- remote traceback ---\n{self.traceback.rstrip()}"
+        return self.message
+
+
+class FatalError(MotesError):
+    """Something is broken rather than busy; retrying will not help."""
+
+    code = "fatal"
+
+
+class StartupError(FatalError):
+    """A component (nats-server, a node agent, a worker) failed to start."""
+
+    code = "startup"
+
+
+_BY_CODE: dict[str, type[MotesError]] = {
+    cls.code: cls
+    for cls in (
+        MotesError,
+        RetryableError,
+        TransportError,
+        CallTimeout,
+        NoInstance,
+        RequestError,
+        UnknownMote,
+        EncodeError,
+        BadArgument,
+        PayloadTooLarge,
+        BadMessage,
+        BadApp,
+        MeshNotRunning,
+        RemoteError,
+        FatalError,
+        StartupError,
+    )
+}
+_REMOTE_SUBCLASSES: dict[str, type[RemoteError]] = {}
+
+
+# Built-ins that a remote error also becomes, so `except ValueError` works across the wire.
+_MIRRORED = frozenset(
+    {
+        "ArithmeticError",
+        "AssertionError",
+        "IndexError",
+        "KeyError",
+        "LookupError",
+        "NotImplementedError",
+        "OverflowError",
+        "RuntimeError",
+        "TypeError",
+        "ValueError",
+        "ZeroDivisionError",
+    }
+)
+
+
+def _remote_class(type_name: str) -> type[RemoteError]:
+    """A RemoteError subclass that is also the built-in exception it mirrors."""
+    if type_name not in _MIRRORED:
+        return RemoteError
+    cls = _REMOTE_SUBCLASSES.get(type_name)
+    if cls is None:
+        cls = type(f"Remote{type_name}", (RemoteError, getattr(builtins, type_name)), {})
+        _REMOTE_SUBCLASSES[type_name] = cls
+    return cls
+
+
+def error_from_wire(code: str, message: str, fields: dict[str, Any]) -> MotesError:
+    """Rebuild an error sent by another process; unknown codes become a plain MotesError."""
+    if code == RemoteError.code:
+        cls = _remote_class(str(fields.get("type_name", "")))
+        try:
+            return cls(**fields)
+        except TypeError:
+            return RemoteError("?", "Exception", message)
+    cls2 = _BY_CODE.get(code)
+    if cls2 is None:
+        return MotesError(message)
+    try:
+        return cls2(**fields) if fields else cls2(message)
+    except TypeError:
+        return MotesError(message)

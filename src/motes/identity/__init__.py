@@ -1,0 +1,5 @@
+"""Keys and signatures for nodes, people, apps and datasets."""
+
+from .keys import NodeKey
+
+__all__ = ["NodeKey"]

@@ -1,0 +1,231 @@
+"""A local mesh: an embedded nats-server and N node agent processes on this machine.
+
+``motes up``, ``motes demo`` and the tests all use this. Each node is its own OS process
+with its own home (key, bundles) under ``<home>/nodes/<name>``. While the mesh runs,
+``<home>/mesh.json`` says where it is (URL, pids), which is how ``motes.connect()`` and
+``motes down`` find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .._proc import die_with_parent
+from ..config import MESH_FILE, Timing
+from ..errors import MeshNotRunning, StartupError
+from ..lattice import NatsServer, ServerConfig
+from ..wire import subjects
+from ..wire.bus import Lattice, scatter
+from ..wire.codec import decode
+from ..wire.messages import NodeStatus
+
+__all__ = ["LocalMesh", "NodeProc"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class NodeProc:
+    name: str
+    home: Path
+    labels: dict[str, str]
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+class LocalMesh:
+    """Start with ``await mesh.start()``; always ``await mesh.stop()`` (or ``async with``)."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        nodes: int = 3,
+        labels: dict[str, dict[str, str]] | None = None,
+        url: str | None = None,
+        port: int = 0,
+        timing: Timing | None = None,
+        env: dict[str, str] | None = None,
+        write_mesh_file: bool = True,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a mesh needs at least one node")
+        self.home = home
+        self.port = port
+        self.timing = timing or Timing()
+        self.env = env or {}
+        self.server: NatsServer | None = None
+        self._url = url
+        self._write = write_mesh_file
+        labels = labels or {}
+        self.nodes = [
+            NodeProc(f"node-{i}", home / "nodes" / f"node-{i}", labels.get(f"node-{i}", {}))
+            for i in range(1, nodes + 1)
+        ]
+
+    @property
+    def url(self) -> str:
+        if self._url is not None:
+            return self._url
+        if self.server is None:
+            raise MeshNotRunning("the local mesh is not started")
+        return self.server.url
+
+    async def start(self, timeout: float = 60.0) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            if self._url is None:
+                self.server = await NatsServer.start(
+                    ServerConfig(store_dir=self.home / "lattice" / "jetstream", port=self.port),
+                    workdir=self.home / "lattice",
+                )
+            await asyncio.gather(*(self.start_node(n) for n in self.nodes))
+            await self.wait_ready(timeout)
+        except BaseException:
+            await self.stop()
+            raise
+        if self._write:
+            self._write_mesh_file()
+
+    async def start_node(self, node: NodeProc) -> None:
+        node.home.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "motes.node",
+            "--url",
+            self.url,
+            "--home",
+            str(node.home),
+            "--name",
+            node.name,
+        ]
+        for k, v in node.labels.items():
+            args += ["--label", f"{k}={v}"]
+        log_file = open(node.home / "node.log", "ab")  # noqa: SIM115 - the child holds it
+        try:
+            node.proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                preexec_fn=die_with_parent,
+                start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
+                env={**os.environ, **self.env, **self._timing_env()},
+            )
+        finally:
+            log_file.close()
+
+    def _timing_env(self) -> dict[str, str]:
+        return {
+            f"MOTES_{f.name.upper()}": str(getattr(self.timing, f.name))
+            for f in fields(self.timing)
+        }
+
+    async def statuses(self, lattice: Lattice) -> list[NodeStatus]:
+        return await scatter(
+            lattice.nc,
+            subjects.CTL_NODES,
+            b"",
+            lambda data: decode(data, NodeStatus),
+            expected=len(self.nodes),
+            timeout=self.timing.scatter_s,
+        )
+
+    async def wait_ready(self, timeout: float = 60.0, *, leader: bool = True) -> None:
+        """Until every live node answers ready (and, if asked, one of them leads)."""
+        lattice = await Lattice.connect(self.url, name="motes mesh")
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                for n in self.nodes:
+                    if n.proc is not None and n.proc.returncode is not None:
+                        tail = _tail(n.home / "node.log")
+                        raise StartupError(f"{n.name} exited with code {n.proc.returncode}: {tail}")
+                want = {n.name for n in self.nodes if n.alive}
+                seen = await self.statuses(lattice)
+                ready = {s.record.name for s in seen if s.state == "ready"}
+                if want <= ready and (not leader or any(s.leader for s in seen)):
+                    return
+                if time.monotonic() > deadline:
+                    missing = sorted(want - ready)
+                    raise StartupError(
+                        f"mesh not ready after {timeout:g} s; waiting for {missing or 'a leader'}"
+                    )
+                await asyncio.sleep(0.05)
+        finally:
+            await lattice.close()
+
+    def node(self, name: str) -> NodeProc:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    async def kill_node(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a node process (SIGKILL: as if the machine died) and reap it."""
+        node = self.node(name)
+        if node.proc is not None and node.alive:
+            node.proc.send_signal(sig)
+            await node.proc.wait()
+
+    async def stop(self, grace: float = 15.0) -> None:
+        """Drain every node (SIGTERM), kill stragglers, stop the server, remove mesh.json."""
+        running = [n for n in self.nodes if n.alive]
+        for n in running:
+            assert n.proc is not None
+            n.proc.send_signal(signal.SIGTERM)
+        for n in running:
+            assert n.proc is not None
+            try:
+                async with asyncio.timeout(grace):
+                    await n.proc.wait()
+            except TimeoutError:
+                log.warning("%s did not drain within %g s; killing it", n.name, grace)
+                n.proc.kill()
+                await n.proc.wait()
+        if self.server is not None:
+            await self.server.stop()
+        if self._write:
+            (self.home / MESH_FILE).unlink(missing_ok=True)
+
+    def _write_mesh_file(self) -> None:
+        info = {
+            "url": self.url,
+            "supervisor_pid": os.getpid(),
+            "server_pid": self.server.pid if self.server else None,
+            "nodes": [{"name": n.name, "pid": n.pid} for n in self.nodes],
+            "started_at": time.time(),
+        }
+        tmp = self.home / (MESH_FILE + ".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(self.home / MESH_FILE)
+
+    async def __aenter__(self) -> LocalMesh:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

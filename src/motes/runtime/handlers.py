@@ -1,0 +1,119 @@
+"""Invoking a mote's Python code: argument checking, sync vs async, deadlines, errors.
+
+A ``Handler`` wraps one callable. ``invoke`` never raises for anything the call did: it
+returns ``Ok`` or an ``Err`` describing a bad argument, a timeout or the remote exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+import traceback
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+import msgspec
+
+from ..errors import BadArgument, CallTimeout, MotesError, RemoteError
+from ..wire.codec import error_reply
+from ..wire.messages import Err, Ok
+
+__all__ = ["Handler"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Param:
+    name: str
+    type: Any
+
+
+class Handler:
+    """A callable prepared for calls arriving as (args, kwargs) decoded from msgpack."""
+
+    def __init__(self, fn: Any, qualname: str, node: str, executor: Executor) -> None:
+        self.fn = fn
+        self.qualname = qualname
+        self.node = node
+        self.executor = executor
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        try:
+            hints = get_type_hints(fn)
+        except Exception:  # unresolvable annotations: accept any value, as plain Python does
+            hints = {}
+        self._positional: list[_Param] = []
+        self._simple = True
+        for p in self.signature.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
+                self._simple = False
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                self._positional.append(_Param(p.name, hints.get(p.name, Any)))
+        self._hints = hints
+
+    def _check(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Bind arguments to the signature and convert them to the annotated types."""
+        if self._simple and not kwargs and len(args) == len(self._positional):
+            return [self._convert(p.name, p.type, a) for p, a in zip(self._positional, args)], {}
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise BadArgument(self.qualname, str(exc)) from None
+        for name, value in bound.arguments.items():
+            kind = self.signature.parameters[name].kind
+            if kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                bound.arguments[name] = self._convert(name, self._hints.get(name, Any), value)
+        return list(bound.args), dict(bound.kwargs)
+
+    def _convert(self, name: str, type_: Any, value: Any) -> Any:
+        if type_ is Any:
+            return value
+        try:
+            return msgspec.convert(value, type_)
+        except msgspec.ValidationError as exc:
+            raise BadArgument(self.qualname, f"{name}: {exc}") from None
+        except TypeError:  # a type msgspec cannot check (a plain class): pass it through
+            return value
+
+    async def invoke(self, args: list[Any], kwargs: dict[str, Any], timeout_ms: int) -> Ok | Err:
+        try:
+            args, kwargs = self._check(args, kwargs)
+            value = await self._run(args, kwargs, timeout_ms)
+        except MotesError as exc:
+            return error_reply(exc)
+        except Exception as exc:
+            return error_reply(self.remote_error(exc))
+        return Ok(value)
+
+    async def _run(self, args: list[Any], kwargs: dict[str, Any], timeout_ms: int) -> Any:
+        timeout = timeout_ms / 1000 if timeout_ms > 0 else None
+        try:
+            async with asyncio.timeout(timeout):
+                if self.is_async:
+                    return await self.fn(*args, **kwargs)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self.executor, lambda: self.fn(*args, **kwargs))
+        except TimeoutError:
+            raise CallTimeout(self.qualname, timeout or 0) from None
+
+    def run_sync_batch(self, items: list[list[Any]]) -> list[Ok | Err]:
+        """Run many calls of a sync handler in one go (on the executor's thread)."""
+        out: list[Ok | Err] = []
+        for args in items:
+            try:
+                checked, kw = self._check(args, {})
+                out.append(Ok(self.fn(*checked, **kw)))
+            except MotesError as exc:
+                out.append(error_reply(exc))
+            except Exception as exc:
+                out.append(error_reply(self.remote_error(exc)))
+        return out
+
+    def remote_error(self, exc: BaseException) -> RemoteError:
+        tb = "".join(traceback.format_exception(exc))
+        print(f"[{self.qualname}] call failed:\n{tb}", file=sys.stderr, end="", flush=True)
+        return RemoteError(self.qualname, type(exc).__name__, str(exc), tb, self.node)

@@ -1,0 +1,362 @@
+"""The worker process: one mote instance, talking to NATS directly (no hop via the agent).
+
+A node agent starts workers warm (runtime imported, connected, waiting on
+``motes.w.{wid}``) and later sends one a ``WorkerAssign``: the worker loads the bundle,
+subscribes to the mote's subject, flushes (so the subscription is live on the server) and
+only then answers ready. Malformed bytes on the mote's subject get an error reply; they
+never crash the worker.
+
+Run as ``python -m motes.runtime.worker --url URL --wid WID --node NODE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from .._proc import run_main
+from ..app.bundle import find_app
+from ..errors import BadApp, BadMessage, CallTimeout, MotesError
+from ..wire import subjects
+from ..wire.bus import Lattice
+from ..wire.codec import (
+    decode,
+    decode_request,
+    encode,
+    encode_error,
+    encode_value_reply,
+    error_reply,
+)
+from ..wire.messages import (
+    ActorCall,
+    Batch,
+    BatchReply,
+    Call,
+    Err,
+    InstanceSpec,
+    InstanceStatus,
+    Ok,
+    WorkerAssign,
+    WorkerControl,
+    WorkerQuery,
+    WorkerStop,
+)
+from .actors import ActorHost
+from .handlers import Handler
+
+__all__ = ["Worker", "main"]
+
+log = logging.getLogger(__name__)
+_DEFAULT_ASYNC_CONCURRENCY = 64
+_STATUS_EVERY_S = 1.0
+
+
+class Worker:
+    """Serves one instance. ``run`` returns when the worker has been told to stop."""
+
+    def __init__(self, lattice: Lattice, wid: str, node: str) -> None:
+        self.lattice = lattice
+        self.nc = lattice.nc
+        self.wid = wid
+        self.node = node
+        self.spec: InstanceSpec | None = None
+        self.state = "warm"
+        self.inflight = 0
+        self.served = 0
+        self.failed = 0
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mote")
+        self._subs: list[Subscription] = []
+        self._stop = asyncio.Event()
+        self._grace = 10.0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tg: asyncio.TaskGroup | None = None
+        self._handler: Handler | None = None
+        self._actors: ActorHost | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            ctl = await self.nc.subscribe(subjects.worker(self.wid), cb=self._on_control)
+            await self.nc.flush()
+            tg.create_task(self._report_status())
+            await self._stop.wait()
+            for sub in self._subs:
+                await sub.unsubscribe()
+            self.state = "draining"
+            try:
+                async with asyncio.timeout(self._grace):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.warning("%s: %d calls still running at stop", self.wid, self.inflight)
+            await ctl.unsubscribe()
+            self.state = "stopped"
+            raise _Stopped
+        # not reached: _Stopped ends the group
+
+    def stop(self, grace: float = 10.0) -> None:
+        self._grace = grace
+        self._stop.set()
+
+    async def _on_control(self, msg: Msg) -> None:
+        try:
+            ctl = decode(msg.data, WorkerControl)  # type: ignore[arg-type]
+        except BadMessage as exc:
+            await self._respond(msg, encode_error(exc))
+            return
+        if isinstance(ctl, WorkerQuery):
+            await self._respond(msg, encode(self.status()))
+        elif isinstance(ctl, WorkerStop):
+            await self._respond(msg, encode(Ok(None)))
+            self.stop(ctl.grace_s)
+        elif isinstance(ctl, WorkerAssign):
+            try:
+                await self._assign(ctl)
+            except MotesError as exc:
+                self.state = "failed"
+                await self._respond(msg, encode_error(exc))
+                self.stop(0)
+                return
+            await self._respond(msg, encode(Ok(None)))
+
+    def status(self) -> InstanceStatus:
+        spec = self.spec
+        return InstanceStatus(
+            iid=spec.iid if spec else "",
+            app=spec.app if spec else "",
+            mote=spec.mote if spec else "",
+            digest=spec.digest if spec else "",
+            node=self.node,
+            state=self.state,
+            pid=os.getpid(),
+            inflight=self.inflight,
+            served=self.served,
+            failed=self.failed,
+        )
+
+    async def _report_status(self) -> None:
+        """Tell the agent our load once a second while we serve (for heartbeats, autoscaling)."""
+        last: InstanceStatus | None = None
+        while True:
+            await asyncio.sleep(_STATUS_EVERY_S)
+            if self.spec is None:
+                continue
+            now = self.status()
+            if now != last and not self.nc.is_closed:
+                await self.nc.publish(subjects.instance_load(self.node), encode(now))
+                last = now
+
+    # --- loading -------------------------------------------------------------------------
+
+    async def _assign(self, assign: WorkerAssign) -> None:
+        if self.spec is not None:
+            raise BadApp(f"worker {self.wid} already serves {self.spec.iid}")
+        spec = assign.spec
+        self.spec = spec
+        self.state = "loading"
+        target = self._load_target(assign)
+        qualname = f"{spec.app}.{spec.mote}"
+        if spec.kind == "actor":
+            kv = await self.lattice.kv(subjects.KV_ACTORS)
+            self._actors = ActorHost(target, spec.app, spec.mote, self.node, kv, self.executor)
+            for shard in spec.shards:
+                sub = await self.nc.subscribe(
+                    subjects.actor(spec.app, spec.mote, shard), cb=self._on_actor_call
+                )
+                self._subs.append(sub)
+        else:
+            self._handler = Handler(target, qualname, self.node, self.executor)
+            limit = spec.concurrency or (
+                _DEFAULT_ASYNC_CONCURRENCY if self._handler.is_async else 1
+            )
+            self._slots = asyncio.Semaphore(limit)
+            sub = await self.nc.subscribe(
+                subjects.call(spec.app, spec.mote),
+                queue=subjects.call_queue(spec.app, spec.mote),
+                cb=self._on_call,
+                pending_msgs_limit=1_000_000,
+            )
+            self._subs.append(sub)
+        await self.nc.flush()
+        self.state = "ready"
+        print(f"serving {qualname} ({spec.digest[7:19]}) as {spec.iid}", flush=True)
+
+    def _load_target(self, assign: WorkerAssign) -> Any:
+        spec = assign.spec
+        sys.path.insert(0, assign.bundle_dir)
+        try:
+            module = importlib.import_module(spec.module)
+            app = find_app(module, spec.app)
+            return app.target(spec.mote)
+        except MotesError:
+            raise
+        except Exception as exc:
+            tb = traceback.format_exc()
+            print(tb, file=sys.stderr, flush=True)
+            raise BadApp(
+                f"loading {spec.app}.{spec.mote} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
+    # --- serving -------------------------------------------------------------------------
+
+    async def _on_call(self, msg: Msg) -> None:
+        assert self._slots is not None and self._tg is not None
+        await self._slots.acquire()
+        self._begin()
+        self._tg.create_task(self._serve_call(msg))
+
+    async def _serve_call(self, msg: Msg) -> None:
+        assert self._handler is not None and self._slots is not None
+        handler = self._handler
+        try:
+            try:
+                req = decode_request(msg.data)
+            except BadMessage as exc:
+                self.failed += 1
+                await self._respond(msg, encode_error(exc))
+                return
+            if isinstance(req, Call):
+                reply = await handler.invoke(req.args, req.kwargs, req.timeout_ms)
+                self._count(reply)
+                await self._respond(msg, self._encode_reply(reply))
+            elif isinstance(req, Batch):
+                results = await self._run_batch(handler, req)
+                for r in results:
+                    self._count(r)
+                await self._respond(msg, self._encode_batch(results))
+            else:
+                self.failed += 1
+                await self._respond(
+                    msg, encode_error(BadMessage(f"{handler.qualname} is not an actor"))
+                )
+        finally:
+            self._slots.release()
+            self._end()
+
+    async def _run_batch(self, handler: Handler, req: Batch) -> list[Ok | Err]:
+        if handler.is_async:
+            return [await handler.invoke(args, {}, req.timeout_ms) for args in req.items]
+        loop = asyncio.get_running_loop()
+        timeout = req.timeout_ms / 1000 if req.timeout_ms > 0 else None
+        try:
+            async with asyncio.timeout(timeout):
+                return await loop.run_in_executor(self.executor, handler.run_sync_batch, req.items)
+        except TimeoutError:
+            err = error_reply(CallTimeout(handler.qualname, timeout or 0))
+            return [err] * len(req.items)
+
+    async def _on_actor_call(self, msg: Msg) -> None:
+        assert self._actors is not None and self._tg is not None
+        self._begin()
+        self._tg.create_task(self._serve_actor(msg))
+
+    async def _serve_actor(self, msg: Msg) -> None:
+        assert self._actors is not None
+        try:
+            try:
+                req = decode_request(msg.data)
+                if not isinstance(req, ActorCall):
+                    raise BadMessage(f"{self._actors.qualname} is an actor: call it by key")
+            except BadMessage as exc:
+                self.failed += 1
+                await self._respond(msg, encode_error(exc))
+                return
+            reply = await self._actors.call(req)
+            self._count(reply)
+            await self._respond(msg, self._encode_reply(reply))
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
+        self.inflight += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._idle.set()
+
+    def _count(self, reply: Ok | Err) -> None:
+        self.served += 1
+        if isinstance(reply, Err):
+            self.failed += 1
+
+    def _encode_reply(self, reply: Ok | Err) -> bytes:
+        if isinstance(reply, Ok):
+            return encode_value_reply(reply.value, self.lattice.max_payload, self._qualname())
+        return encode(reply)
+
+    def _encode_batch(self, results: list[Ok | Err]) -> bytes:
+        try:
+            data = encode(BatchReply(results))
+        except (TypeError, ValueError, OverflowError):
+            # Find the unencodable results and turn just those into errors.
+            fixed: list[Ok | Err] = []
+            for r in results:
+                try:
+                    encode(r)
+                    fixed.append(r)
+                except (TypeError, ValueError, OverflowError):
+                    fixed.append(decode(self._encode_reply(r), Err))
+            data = encode(BatchReply(fixed))
+        return data
+
+    def _qualname(self) -> str:
+        return f"{self.spec.app}.{self.spec.mote}" if self.spec else self.wid
+
+    async def _respond(self, msg: Msg, data: bytes) -> None:
+        if msg.reply and not self.nc.is_closed:
+            limit = self.lattice.max_payload
+            if len(data) > limit:
+                data = encode_error(
+                    BadMessage(f"reply of {len(data)} bytes exceeds the {limit}-byte limit")
+                )
+            await self.nc.publish(msg.reply, data)
+
+
+class _Stopped(Exception):
+    """Ends the worker's task group once draining is done."""
+
+
+async def _main(url: str, wid: str, node: str) -> None:
+    lattice = await Lattice.connect(url, name=f"worker {wid}")
+    worker = Worker(lattice, wid, node)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    except* _Stopped:
+        pass
+    finally:
+        worker.executor.shutdown(wait=False, cancel_futures=True)
+        await lattice.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="motes-worker")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--wid", required=True)
+    parser.add_argument("--node", required=True)
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    run_main(_main(ns.url, ns.wid, ns.node))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Placement rules: each judges one node for one mote, as a veto or a score, with a reason.
+
+A rule is a pure function ``(mote spec, node view) -> Verdict``: no I/O, no clock. A node
+is eligible when no rule vetoes it; among eligible nodes the highest total score wins.
+``RULES`` is also the order ``motes why`` shows them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ...wire.messages import MoteSpec, Verdict
+from ._types import NodeView
+from .capabilities import capabilities
+from .labels import labels
+from .liveness import liveness
+from .resources import resources
+from .spread import spread
+
+__all__ = ["RULES", "NodeView", "Rule", "judge"]
+
+Rule = Callable[[MoteSpec, NodeView], Verdict]
+
+RULES: tuple[Rule, ...] = (liveness, resources, capabilities, labels, spread)
+
+
+def judge(mote: MoteSpec, node: NodeView) -> tuple[bool, float, list[Verdict]]:
+    """Every rule's verdict on ``node``; (eligible, total score, verdicts)."""
+    verdicts = [rule(mote, node) for rule in RULES]
+    ok = all(v.ok for v in verdicts)
+    return ok, sum(v.score for v in verdicts) if ok else 0.0, verdicts

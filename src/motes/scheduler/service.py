@@ -1,0 +1,238 @@
+"""The scheduler's I/O shell: win the lease, feed events to the state machine, write commands.
+
+Every node agent runs one; the one holding the ``scheduler`` key of the lease bucket is
+leader. The lease bucket's entries expire ``lease_ttl`` after their last write, so a dead
+leader's key vanishes and another candidate's create succeeds. The leader's epoch is the
+lease revision it won with. It writes node assignments with compare-and-set on the
+revision it last saw: if another leader wrote in between, the write fails and this one
+steps down instead of fighting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+
+from ..config import Timing
+from ..errors import BadMessage
+from ..wire import subjects
+from ..wire.bus import Lattice
+from ..wire.codec import decode, encode
+from ..wire.messages import (
+    AppRecord,
+    Heartbeat as HeartbeatMsg,
+    MoteQuery,
+    NodeAssignment,
+    NodeRecord,
+    Ok,
+)
+from .state import (
+    AppDeleted,
+    AppPut,
+    Assign,
+    Command,
+    Demand,
+    Elected,
+    Event,
+    Heartbeat,
+    NodeGone,
+    NodeLost,
+    NodeUp,
+    SchedulerState,
+    Tick,
+)
+
+__all__ = ["SchedulerService"]
+
+log = logging.getLogger(__name__)
+
+
+class _LostLease(Exception):
+    """This scheduler is no longer leader."""
+
+
+class SchedulerService:
+    """Campaigns for leadership forever; while leader, runs the placement loop."""
+
+    def __init__(
+        self, lattice: Lattice, node_id: str, timing: Timing, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.lattice = lattice
+        self.node_id = node_id
+        self.timing = timing
+        self.clock = clock
+        self.is_leader = False
+        self.state: SchedulerState | None = None
+        self._revs: dict[str, int] = {}
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def run(self) -> None:
+        lease = await self.lattice.lease_kv(self.timing.lease_ttl_s)
+        while True:
+            epoch = await self._campaign(lease)
+            log.info("scheduler: %s is leader (epoch %d)", self.node_id, epoch)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._renew(lease, epoch))
+                    tg.create_task(self._lead(epoch))
+            except* _LostLease:
+                log.warning("scheduler: %s lost the lease; campaigning again", self.node_id)
+            finally:
+                self.is_leader = False
+                self.state = None
+
+    async def _campaign(self, lease: KeyValue) -> int:
+        while True:
+            try:
+                return int(await lease.create(subjects.LEASE_KEY, self.node_id.encode()))
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+                pass
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError,
+            ):
+                pass
+            await asyncio.sleep(self.timing.lease_ttl_s / 4)
+
+    async def _renew(self, lease: KeyValue, rev: int) -> None:
+        while True:
+            await asyncio.sleep(self.timing.lease_ttl_s / 4)
+            try:
+                rev = await lease.update(subjects.LEASE_KEY, self.node_id.encode(), last=rev)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
+                raise _LostLease from exc
+            except nats.errors.TimeoutError:
+                continue  # the server may still hold our lease; the next renew tells
+
+    async def _lead(self, epoch: int) -> None:
+        nodes = await self.lattice.kv_values(subjects.KV_NODES, NodeRecord)
+        apps = await self.lattice.kv_values(subjects.KV_APPS, AppRecord)
+        placed = await self.lattice.kv_values(subjects.KV_PLACE, NodeAssignment)
+        self._revs = {k: rev for k, (_, rev) in placed.items()}
+        state = SchedulerState(failure_timeout=self.timing.failure_timeout_s)
+        self.state = state
+        self._events = asyncio.Queue()
+        self.is_leader = True
+        await self._execute(
+            state.handle(
+                Elected(
+                    now=self.clock(),
+                    epoch=epoch,
+                    nodes={k: v for k, (v, _) in nodes.items()},
+                    apps={k: v for k, (v, _) in apps.items()},
+                    assignments={k: v for k, (v, _) in placed.items()},
+                )
+            )
+        )
+        nc = self.lattice.nc
+        subs = [
+            await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat),
+            await nc.subscribe(subjects.SCHED_WHY, cb=self._on_why),
+            await nc.subscribe(subjects.SCHED_DEMAND, cb=self._on_demand),
+        ]
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch(subjects.KV_NODES, self._node_event))
+                tg.create_task(self._watch(subjects.KV_APPS, self._app_event))
+                tg.create_task(self._ticks())
+                while True:
+                    event = await self._events.get()
+                    await self._execute(state.handle(event))
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+
+    async def _execute(self, commands: list[Command]) -> None:
+        kv = await self.lattice.kv(subjects.KV_PLACE)
+        for cmd in commands:
+            if isinstance(cmd, NodeLost):
+                log.warning(
+                    "scheduler: node %s lost (silent %.2f s) [%s]",
+                    cmd.node,
+                    cmd.silent_s,
+                    cmd.cause,
+                )
+            elif isinstance(cmd, Assign):
+                a = cmd.assignment
+                try:
+                    self._revs[a.node] = await kv.update(
+                        a.node, encode(a), last=self._revs.get(a.node, 0)
+                    )
+                except nats.js.errors.KeyWrongLastSequenceError as exc:
+                    raise _LostLease(
+                        f"assignment of {a.node} was written by another leader"
+                    ) from exc
+                log.info(
+                    "scheduler: %s runs %s [%s]",
+                    a.node,
+                    ", ".join(f"{i.app}.{i.mote}/{i.iid}" for i in a.instances) or "nothing",
+                    cmd.cause,
+                )
+
+    async def _watch(
+        self, bucket: str, to_event: Callable[[str, bytes | None], Event | None]
+    ) -> None:
+        kv = await self.lattice.kv(bucket)
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue
+                value = None if entry.operation in ("DEL", "PURGE") else entry.value
+                try:
+                    event = to_event(entry.key, value)
+                except BadMessage as exc:
+                    log.warning("scheduler: ignoring %s/%s: %s", bucket, entry.key, exc)
+                    continue
+                if event is not None:
+                    self._events.put_nowait(event)
+        finally:
+            await watcher.stop()
+
+    def _node_event(self, key: str, value: bytes | None) -> Event:
+        if value is None:
+            return NodeGone(now=self.clock(), node=key)
+        return NodeUp(now=self.clock(), record=decode(value, NodeRecord))
+
+    def _app_event(self, key: str, value: bytes | None) -> Event:
+        if value is None:
+            return AppDeleted(now=self.clock(), name=key)
+        return AppPut(now=self.clock(), record=decode(value, AppRecord))
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.timing.heartbeat_s)
+            self._events.put_nowait(Tick(now=self.clock()))
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            hb = decode(msg.data, HeartbeatMsg)
+        except BadMessage:
+            return
+        self._events.put_nowait(Heartbeat(now=self.clock(), node=hb.node, load=hb.load))
+
+    async def _on_why(self, msg: Msg) -> None:
+        if self.state is None or not msg.reply:
+            return
+        try:
+            q = decode(msg.data, MoteQuery)
+        except BadMessage:
+            return
+        await self.lattice.nc.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))
+
+    async def _on_demand(self, msg: Msg) -> None:
+        try:
+            q = decode(msg.data, MoteQuery)
+        except BadMessage:
+            return
+        self._events.put_nowait(Demand(now=self.clock(), app=q.app, mote=q.mote))
+        if msg.reply:
+            await self.lattice.nc.publish(msg.reply, encode(Ok(None)))

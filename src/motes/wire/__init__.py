@@ -1,0 +1,1 @@
+"""Everything that crosses the lattice: subjects, message types, encoding, connections."""

@@ -1,0 +1,280 @@
+"""Message types on the lattice. Each carries a version in its tag.
+
+Call-path messages are ``array_like`` (positional, compact, fast); control-plane messages
+are maps, so fields can be added without breaking older readers. A message whose tag is
+not known (a newer version, or garbage) is rejected by the decoder with BadMessage.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "ActorCall",
+    "AppRecord",
+    "Batch",
+    "BatchReply",
+    "Call",
+    "Err",
+    "Heartbeat",
+    "InstanceSpec",
+    "InstanceStatus",
+    "Inventory",
+    "Load",
+    "LogBatch",
+    "LogLine",
+    "MoteQuery",
+    "MoteSpec",
+    "NodeAssignment",
+    "NodeRecord",
+    "NodeStatus",
+    "Ok",
+    "Reply",
+    "Request",
+    "Verdict",
+    "WhyReply",
+    "WorkerAssign",
+    "WorkerControl",
+    "WorkerQuery",
+    "WorkerStop",
+]
+
+# --- the call path ---------------------------------------------------------------------
+
+
+class Call(msgspec.Struct, frozen=True, array_like=True, tag="c1"):
+    """One call to a function mote."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    timeout_ms: int
+
+
+class Batch(msgspec.Struct, frozen=True, array_like=True, tag="b1"):
+    """Several calls to one function mote in one message (``map`` sends these)."""
+
+    items: list[list[Any]]
+    timeout_ms: int
+
+
+class ActorCall(msgspec.Struct, frozen=True, array_like=True, tag="a1"):
+    """One call to a method of the actor activation named by ``key``."""
+
+    key: str
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    timeout_ms: int
+
+
+Request = Call | Batch | ActorCall
+
+
+class Ok(msgspec.Struct, frozen=True, array_like=True, tag="r1"):
+    value: Any
+
+
+class Err(msgspec.Struct, frozen=True, array_like=True, tag="e1"):
+    """A typed error: ``code`` is a ``MotesError.code``, ``fields`` rebuild it."""
+
+    code: str
+    message: str
+    fields: dict[str, Any]
+
+
+class BatchReply(msgspec.Struct, frozen=True, array_like=True, tag="br1"):
+    results: list[Ok | Err]
+
+
+Reply = Ok | Err | BatchReply
+
+# --- apps and placement ----------------------------------------------------------------
+
+MoteKind = Literal["function", "actor"]
+
+
+class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):
+    """What an app declares about one mote: the scheduler's input."""
+
+    name: str
+    kind: MoteKind = "function"
+    min: int = 1
+    max: int = 8
+    needs: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    concurrency: int = 0
+    """Calls one instance serves at once; 0 means 1 for sync handlers, 64 for async."""
+    spread: Literal["spread", "pack"] = "spread"
+    shards: int = 64
+    """Actors only: how many shards the key space is split into."""
+
+
+class AppRecord(msgspec.Struct, frozen=True, kw_only=True, tag="app1"):
+    """A deployed app: the desired state the scheduler places."""
+
+    name: str
+    digest: str
+    module: str
+    motes: list[MoteSpec]
+    requirements: list[str] = []
+    deployed_at: float = 0.0
+    previous: str | None = None
+
+
+class InstanceSpec(msgspec.Struct, frozen=True, kw_only=True, tag="inst1"):
+    """One instance the scheduler wants running on a node."""
+
+    iid: str
+    app: str
+    mote: str
+    digest: str
+    module: str
+    kind: MoteKind = "function"
+    shards: list[int] = []
+    nshards: int = 0
+    concurrency: int = 0
+
+
+class NodeAssignment(msgspec.Struct, frozen=True, kw_only=True, tag="assign1"):
+    """Everything one node should run; nodes converge on it (level-triggered)."""
+
+    node: str
+    epoch: int
+    """The scheduler lease revision that wrote this; a higher epoch supersedes."""
+    instances: list[InstanceSpec]
+    cause: str = ""
+    """The id of the scheduler event that led to this assignment."""
+
+
+# --- nodes -----------------------------------------------------------------------------
+
+
+class Inventory(msgspec.Struct, frozen=True, kw_only=True, tag="inv1"):
+    cpus: int
+    memory_mb: int
+    arch: str
+    os: str
+    gpus: int = 0
+    gpu_names: list[str] = []
+
+
+class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, tag="node1"):
+    """What a node publishes about itself when it joins (KV ``motes_nodes``)."""
+
+    id: str
+    name: str
+    public_key: bytes
+    host: str
+    pid: int
+    inventory: Inventory
+    labels: dict[str, str] = {}
+    started_at: float = 0.0
+    version: str = ""
+
+
+class Load(msgspec.Struct, frozen=True, kw_only=True, tag="load1"):
+    instances: int = 0
+    inflight: int = 0
+    cpu_load: float = 0.0
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="hb1"):
+    node: str
+    seq: int
+    load: Load
+
+
+class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag="nstat1"):
+    record: NodeRecord
+    state: str
+    load: Load
+    leader: bool = False
+
+
+class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
+    iid: str
+    app: str
+    mote: str
+    digest: str
+    node: str
+    state: str
+    pid: int = 0
+    inflight: int = 0
+    served: int = 0
+    failed: int = 0
+    restarts: int = 0
+    detail: str = ""
+
+
+# --- workers ---------------------------------------------------------------------------
+
+
+class WorkerAssign(msgspec.Struct, frozen=True, kw_only=True, tag="wassign1"):
+    """Sent by a node agent to a warm worker: load this bundle, serve this instance."""
+
+    spec: InstanceSpec
+    bundle_dir: str
+    node: str
+
+
+class WorkerQuery(msgspec.Struct, frozen=True, kw_only=True, tag="wquery1"):
+    """Asks a worker for its InstanceStatus."""
+
+
+class WorkerStop(msgspec.Struct, frozen=True, kw_only=True, tag="wstop1"):
+    """Asks a worker to stop taking calls, finish what it holds within ``grace_s``, exit."""
+
+    grace_s: float = 10.0
+
+
+WorkerControl = WorkerAssign | WorkerQuery | WorkerStop
+
+
+class LogLine(msgspec.Struct, frozen=True, array_like=True):
+    ts: float
+    stream: str
+    text: str
+
+
+class LogBatch(msgspec.Struct, frozen=True, kw_only=True, tag="log1"):
+    node: str
+    app: str
+    mote: str
+    iid: str
+    lines: list[LogLine]
+
+
+# --- explanations ----------------------------------------------------------------------
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    """One rule's opinion of one node for one mote."""
+
+    rule: str
+    ok: bool
+    score: float = 0.0
+    reason: str = ""
+
+
+class NodeVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    node: str
+    name: str
+    placed: int
+    verdicts: list[Verdict]
+
+
+class MoteQuery(msgspec.Struct, frozen=True, kw_only=True, tag="mq1"):
+    """Names one mote in a request to the scheduler (why, demand)."""
+
+    app: str
+    mote: str
+
+
+class WhyReply(msgspec.Struct, frozen=True, kw_only=True, tag="why1"):
+    mote: str
+    desired: int
+    placed: int
+    nodes: list[NodeVerdict]
+    note: str = ""
