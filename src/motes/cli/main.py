@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 the operation failed (a remote error, a failed check),
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys

@@ -223,13 +223,19 @@ class Mesh:
             delay = min(delay * 2, 0.1)
 
     async def _demand(self, ref: MoteRef) -> None:
-        """Tell the scheduler a caller waits for this mote (starts one even with min=0)."""
+        """Tell the scheduler a caller waits for this mote (starts one even with min=0).
+
+        If the scheduler answers that no node can take it, fail now with its reasons.
+        """
+        query = encode(MoteQuery(app=ref.app, mote=ref.mote))
         try:
-            await self._replies.request(
-                subjects.SCHED_DEMAND, encode(MoteQuery(app=ref.app, mote=ref.mote)), 1.0
-            )
+            msg = await self._replies.request(subjects.SCHED_DEMAND, query, 3.0)
         except (NoResponders, ReplyTimeout):
-            pass  # no leader right now; the held call still waits for one
+            return  # no leader right now; the held call still waits for one
+        why = decode(msg.data, WhyReply)
+        if why.placed == 0 and why.desired > 0 and why.nodes:
+            vetoes = sorted({f"{v.rule}: {v.reason}" for n in why.nodes for v in n.verdicts if not v.ok})
+            raise NoInstance(str(ref), "no node can run it: " + "; ".join(vetoes))
 
     async def _spec(self, ref: MoteRef, *, refresh: bool = False) -> MoteSpec:
         key = (ref.app, ref.mote)

@@ -19,8 +19,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import StartupError
 from .._proc import die_with_parent
+from ..errors import StartupError
 
 __all__ = ["NatsServer", "ServerConfig", "find_binary"]
 
@@ -94,7 +94,7 @@ class NatsServer:
         conf = workdir / "nats.conf"
         conf.write_text(config.render())
         log_path = workdir / "nats.log"
-        log_file = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed below
+        log_file = open(log_path, "wb")
         try:
             proc = subprocess.Popen(
                 [str(find_binary()), "-c", str(conf)],

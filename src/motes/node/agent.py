@@ -192,7 +192,7 @@ class NodeAgent:
                 for i in insts
             )
         )
-        out = [self._status(i, s) for i, s in zip(insts, live)]
+        out = [self._status(i, s) for i, s in zip(insts, live, strict=False)]
         await self.lattice.nc.publish(msg.reply, encode(out))
 
     def _status(self, inst: _Instance, live: InstanceStatus | None) -> InstanceStatus:

@@ -117,7 +117,7 @@ class LocalMesh:
         ]
         for k, v in node.labels.items():
             args += ["--label", f"{k}={v}"]
-        log_file = open(node.home / "node.log", "ab")  # noqa: SIM115 - the child holds it
+        log_file = open(node.home / "node.log", "ab")
         try:
             node.proc = await asyncio.create_subprocess_exec(
                 *args,

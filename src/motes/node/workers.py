@@ -105,7 +105,7 @@ class WorkerProc:
                 subjects.worker(self.wid), encode(WorkerQuery()), timeout=timeout
             )
             return decode(reply.data, InstanceStatus)
-        except (nats.errors.Error, BadMessage, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.Error, BadMessage):
             return None
 
     async def stop(self, grace: float) -> None:

@@ -58,7 +58,10 @@ class Handler:
     def _check(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """Bind arguments to the signature and convert them to the annotated types."""
         if self._simple and not kwargs and len(args) == len(self._positional):
-            return [self._convert(p.name, p.type, a) for p, a in zip(self._positional, args)], {}
+            return [
+                self._convert(p.name, p.type, a)
+                for p, a in zip(self._positional, args, strict=False)
+            ], {}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:

@@ -27,11 +27,13 @@ from ..wire.bus import Lattice
 from ..wire.codec import decode, encode
 from ..wire.messages import (
     AppRecord,
-    Heartbeat as HeartbeatMsg,
     MoteQuery,
     NodeAssignment,
     NodeRecord,
     Ok,
+)
+from ..wire.messages import (
+    Heartbeat as HeartbeatMsg,
 )
 from .state import (
     AppDeleted,
@@ -72,6 +74,7 @@ class SchedulerService:
         self.state: SchedulerState | None = None
         self._revs: dict[str, int] = {}
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._handled: dict[int, asyncio.Future[None]] = {}  # by id() of a queued event
 
     async def run(self) -> None:
         lease = await self.lattice.lease_kv(self.timing.lease_ttl_s)
@@ -146,6 +149,9 @@ class SchedulerService:
                 while True:
                     event = await self._events.get()
                     await self._execute(state.handle(event))
+                    done = self._handled.pop(id(event), None)
+                    if done is not None and not done.done():
+                        done.set_result(None)
         finally:
             for sub in subs:
                 await sub.unsubscribe()
@@ -229,10 +235,19 @@ class SchedulerService:
         await self.lattice.nc.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))
 
     async def _on_demand(self, msg: Msg) -> None:
+        """Queue the demand; once placed (or found unplaceable) answer with ``explain``."""
         try:
             q = decode(msg.data, MoteQuery)
         except BadMessage:
             return
-        self._events.put_nowait(Demand(now=self.clock(), app=q.app, mote=q.mote))
-        if msg.reply:
-            await self.lattice.nc.publish(msg.reply, encode(Ok(None)))
+        event = Demand(now=self.clock(), app=q.app, mote=q.mote)
+        done = self._handled[id(event)] = asyncio.get_running_loop().create_future()
+        self._events.put_nowait(event)
+        try:
+            async with asyncio.timeout(2.0):
+                await done
+        except TimeoutError:
+            self._handled.pop(id(event), None)
+            return
+        if msg.reply and self.state is not None:
+            await self.lattice.nc.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))

@@ -69,7 +69,7 @@ class Lattice:
                 url,
                 name=name,
                 connect_timeout=2,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=2,  # the first connect fails fast ...
                 reconnect_time_wait=0.25,
                 allow_reconnect=True,
                 error_cb=_quiet,
@@ -78,6 +78,8 @@ class Lattice:
             )
         except (OSError, nats.errors.NoServersError, nats.errors.TimeoutError) as exc:
             raise TransportError(f"cannot reach the lattice at {url}: {exc}") from None
+        # ... but once connected, a lost server is retried for as long as we run.
+        nc.options["max_reconnect_attempts"] = -1
         return cls(nc, replicas)
 
     @property
@@ -88,7 +90,7 @@ class Lattice:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except (nats.errors.Error, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.Error):
                 await self.nc.close()
 
     async def kv(self, bucket: str) -> KeyValue:

@@ -13,6 +13,7 @@ from ..errors import BadMessage, EncodeError, MotesError, PayloadTooLarge, error
 from .messages import Batch, BatchReply, Err, Ok, Reply, Request
 
 __all__ = [
+    "batch_results",
     "check_size",
     "decode",
     "decode_reply",
@@ -21,7 +22,6 @@ __all__ = [
     "encode_error",
     "encode_request",
     "encode_value_reply",
-    "batch_results",
     "error_reply",
     "raise_for",
 ]

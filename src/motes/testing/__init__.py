@@ -1,0 +1,69 @@
+"""Helpers for tests (ours and users'): a real nats-server on port 0, a real local mesh.
+
+>>> async with local_mesh(tmp_path, nodes=3) as mesh:
+...     async with motes.connect(mesh.url) as client:
+...         await client.deploy("app.py")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from ..config import Timing
+from ..lattice import NatsServer, ServerConfig
+from ..node.localmesh import LocalMesh
+
+__all__ = ["FAST", "eventually", "local_mesh", "nats_server"]
+
+T = TypeVar("T")
+
+FAST = Timing(heartbeat_s=0.1, failure_timeout_s=0.6, lease_ttl_s=1.0, scatter_s=0.5, instance_wait_s=3.0)
+"""Timing for tests: failures are noticed, and leaders replaced, within about a second."""
+
+
+@asynccontextmanager
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A nats-server with JetStream (sync always) in ``tmp_path``, on a free port."""
+    server = await NatsServer.start(ServerConfig(store_dir=tmp_path / "js"), workdir=tmp_path)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@asynccontextmanager
+async def local_mesh(
+    tmp_path: Path,
+    *,
+    nodes: int = 3,
+    labels: dict[str, dict[str, str]] | None = None,
+    timing: Timing = FAST,
+) -> AsyncIterator[LocalMesh]:
+    """An embedded lattice and ``nodes`` node processes; everything stops on exit."""
+    mesh = LocalMesh(tmp_path / "mesh", nodes=nodes, labels=labels, timing=timing, write_mesh_file=False)
+    await mesh.start()
+    try:
+        yield mesh
+    finally:
+        await mesh.stop()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.25)

@@ -1,0 +1,27 @@
+"""Shared fixtures: real nats-server and real node processes, one set per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import motes
+from motes.client import Mesh
+from motes.node.localmesh import LocalMesh
+from motes.testing import FAST, local_mesh
+
+APPS = Path(__file__).parent / "e2e" / "apps"
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[LocalMesh]:
+    async with local_mesh(tmp_path, nodes=3) as m:
+        yield m
+
+
+@pytest.fixture
+async def client(mesh: LocalMesh) -> AsyncIterator[Mesh]:
+    async with motes.connect(mesh.url, timing=FAST) as c:
+        yield c
