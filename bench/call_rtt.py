@@ -2,8 +2,9 @@
 
 Motes calls the sync mote ``bench.echo`` (rows ``call_rtt_us``, ``call_rtt_us_p99``) and
 the async mote ``bench.echo_async`` (``call_rtt_async_us``, ``..._p99``); the peers answer
-the same calls in the same loop, interleaved with both. Each repetition gives one p50
-and one p99; a row reports the median of those over the repetitions.
+the same calls in the same loop, interleaved with both in rounds of ``rtt_round`` calls
+(A B C A B C ... within a repetition). Each repetition gives one p50 and one p99 over
+its ``rtt_calls`` calls; a row reports the median of those over the repetitions.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ METRIC = "call_rtt"
 
 
 async def run(s: Session) -> list[Result]:
-    n = s.sizes.rtt_calls
+    chunk = min(s.sizes.rtt_round, s.sizes.rtt_calls)
     peers = s.peers_for(METRIC)
     samples = await interleave(
         METRIC,
         [s.motes["sync"], s.motes["async"], *peers],
-        lambda c: c.call_rtt(n),
+        lambda c: c.call_rtt(chunk),
         s.sizes.reps,
         lambda ns: f"p50 {percentile(ns, 50) / 1e3:.0f} us p99 {percentile(ns, 99) / 1e3:.0f} us",
+        rounds=max(1, s.sizes.rtt_calls // chunk),
+        merge=lambda chunks: [t for part in chunks for t in part],
     )
 
     def us(name: str, p: float) -> float:

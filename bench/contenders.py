@@ -115,6 +115,7 @@ class RawNatsContender(Contender):
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
+        path = os.environ.get("PYTHONPATH", "")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -125,7 +126,8 @@ class RawNatsContender(Contender):
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             preexec_fn=die_with_parent,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            start_new_session=True,  # stopped by us, in order, not by a terminal's Ctrl-C
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))},
         )
         assert self.proc.stdout is not None
         async with asyncio.timeout(15):
@@ -133,8 +135,9 @@ class RawNatsContender(Contender):
         if line.strip() != b"ready":
             raise RuntimeError(f"bench.responder did not start (said {line!r})")
         self.nc = await nats.connect(self.url, name="bench raw client")
-        if await self.nc.request(self.subject, PAYLOAD, timeout=5) is None:
-            raise RuntimeError("bench.responder did not answer")
+        reply = await self.nc.request(self.subject, PAYLOAD, timeout=5)
+        if reply.data != PAYLOAD:
+            raise RuntimeError(f"bench.responder answered {reply.data!r}")
 
     async def stop(self) -> None:
         if self.nc is not None and not self.nc.is_closed:

@@ -8,12 +8,14 @@ How a run goes:
    peers each metric compares against (for now the raw nats-py floor, a responder process
    on the same nats-server).
 3. Each metric module (``call_rtt``, ``call_throughput``, ``map_throughput``) measures its
-   contenders interleaved, one repetition each in turn (A B A B ...), after one
-   unrecorded warm-up repetition each, and reports the median over repetitions. A row's
-   ratio is motes ÷ peer of those medians, so it reads the same way as the goals in
-   /work/shared/BENCHMARKS.md (lower is better for times, higher for rates).
-4. ``bench/results/<UTC date>-<host>.json`` is written and a table printed; a full run of
-   every metric also rewrites ``bench/RESULTS.md``.
+   contenders interleaved, one repetition each in turn (A B A B ...; call_rtt interleaves
+   finer still, in rounds within a repetition), after one unrecorded warm-up each, and
+   reports the median over repetitions. A row's ratio is motes ÷ peer of those medians,
+   so it reads the same way as the goals in /work/shared/BENCHMARKS.md (lower is better
+   for times, higher for rates).
+4. ``bench/results/<UTC date>-<host>.json`` is written (``...-quick.json`` for a quick
+   run, which git ignores) and a table printed; a full run of every metric with the
+   default settings also rewrites ``bench/RESULTS.md``.
 
 Adding a peer: write a ``Contender`` (see ``bench/contenders.py``), start it in
 ``_peers`` and list its name under the metrics it takes part in (``PEERS``). Every metric
@@ -25,12 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import gc
 import importlib
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -74,14 +78,21 @@ GOALS: dict[tuple[str, str], tuple[str, float]] = {
 @dataclass(frozen=True, slots=True)
 class Sizes:
     reps: int
+    """Recorded repetitions per contender (after one warm-up)."""
     rtt_calls: int
+    """Sequential calls per call_rtt repetition, made in rounds of ``rtt_round`` calls."""
+    rtt_round: int
     tput_calls: int
+    """Calls per call_throughput repetition, ``window`` of them in flight."""
     window: int
     map_items: int
+    """Items per map_throughput repetition."""
 
 
-FULL = Sizes(reps=7, rtt_calls=5000, tput_calls=10_000, window=256, map_items=100_000)
-QUICK = Sizes(reps=5, rtt_calls=2000, tput_calls=3000, window=256, map_items=100_000)
+FULL = Sizes(
+    reps=7, rtt_calls=5000, rtt_round=500, tput_calls=10_000, window=256, map_items=100_000
+)
+QUICK = Sizes(reps=5, rtt_calls=2000, rtt_round=500, tput_calls=3000, window=256, map_items=100_000)
 
 
 @dataclass(slots=True)
@@ -126,12 +137,20 @@ async def interleave(
     measure: Callable[[Contender], Awaitable[T]],
     reps: int,
     show: Callable[[T], str],
+    *,
+    rounds: int = 1,
+    merge: Callable[[list[T]], T] | None = None,
 ) -> dict[str, list[T]]:
     """``reps`` repetitions of ``measure`` per contender, in turn (A B A B ...).
 
-    Each contender first runs one unrecorded warm-up repetition; one that raises
-    ``NotImplementedError`` there is left out.
+    With ``rounds`` > 1 a repetition is itself ``rounds`` measurements per contender, in
+    turn, combined by ``merge``: finer interleaving, so a burst of load from elsewhere on
+    a shared machine falls on every contender alike. Each contender first runs one
+    unrecorded warm-up measurement; one that raises ``NotImplementedError`` there is
+    left out.
     """
+    if rounds > 1 and merge is None:
+        raise ValueError("rounds > 1 needs merge")
     active: list[Contender] = []
     for c in contenders:
         try:
@@ -142,13 +161,16 @@ async def interleave(
         active.append(c)
     samples: dict[str, list[T]] = {c.name: [] for c in active}
     for rep in range(1, reps + 1):
-        parts = []
+        parts: dict[str, list[T]] = {c.name: [] for c in active}
+        for _ in range(rounds):
+            for c in active:
+                gc.collect()
+                parts[c.name].append(await measure(c))
         for c in active:
-            gc.collect()
-            value = await measure(c)
+            value = merge(parts[c.name]) if merge is not None else parts[c.name][0]
             samples[c.name].append(value)
-            parts.append(f"{c.name} {show(value)}")
-        _say(f"  {label} {rep}/{reps}: " + ", ".join(parts))
+        shown = ", ".join(f"{c.name} {show(samples[c.name][-1])}" for c in active)
+        _say(f"  {label} {rep}/{reps}: {shown}")
     return samples
 
 
@@ -308,41 +330,43 @@ def results_path(quick: bool, now: dt.datetime) -> Path:
     return RESULTS_DIR / f"{now:%Y-%m-%d}-{host}{suffix}.json"
 
 
-def write_results_md(
-    doc: dict[str, Any], text: str, command: str, elapsed: float, json_path: Path
-) -> None:
-    m, v = doc["machine"], doc["versions"]
+def write_results_md(doc: dict[str, Any], text: str, json_path: Path) -> None:
+    m, v, z, run = doc["machine"], doc["versions"], doc["sizes"], doc["run"]
     body = f"""# Benchmark results
 
-Latest full run, written by the run itself. Command:
+The latest full run, written by the run itself:
 
 ```
-{command}
+{run["command"]}
 ```
 
-Run {doc["started"]} on `{doc["host"]}`: {m["cpu_count"]} CPUs ({m["cpu_model"]}),
-{m["platform"]}, {m["python"]}, event loop {doc["event_loop"]}; took {elapsed:.0f} s.
-Versions: motes {v["motes"]}, nats-py {v["nats-py"]}, nats-server {v["nats-server"]},
-msgspec {v["msgspec"]}. Raw results: `{json_path.relative_to(BENCH.parent)}`.
+- Machine: `{run["host"]}`, {m["cpu_count"]} CPUs ({m["cpu_model"]}), {m["platform"]}.
+- Started {run["started"]}, load average {run["load"]}; took {run["elapsed_s"]:.0f} s.
+- Software: {m["python"]} on {run["event_loop"]}; motes {v["motes"]}, \
+nats-py {v["nats-py"]}, nats-server {v["nats-server"]}, msgspec {v["msgspec"]}.
+- Raw results: `{json_path.relative_to(BENCH.parent)}`.
 
 {text}
 
 How to read it:
-- Every value is the median over `reps` repetitions; in each repetition Motes and its
-  peers ran in turn on the same box (A B A B ...), after one unrecorded warm-up each.
-  ratio = motes ÷ peer: below 1 is better for times (us), above 1 for rates (/s).
-- `call_rtt_us` / `_p99`: one call at a time, {doc["sizes"]["rtt_calls"]} calls per
-  repetition, payload `b"x"`; the p50 (p99) of each repetition, then the median of those.
-  `motes` calls the sync mote `bench.echo`; `call_rtt_async_us` calls
-  `bench.echo_async`. The peer is nats-py `request()` to a responder process that
-  answers with the payload (the floor: what Motes adds is everything above it).
-- `call_throughput`: {doc["sizes"]["tput_calls"]} calls, {doc["sizes"]["window"]} in
-  flight at once from one client. A sync mote serves one call at a time per instance
-  (its default concurrency); the async mote serves up to 64.
-- `map_throughput`: `mesh.map("bench.echo", range({doc["sizes"]["map_items"]}))` (no
-  peer yet).
-- One node process, so each mote has one instance; nats-server, node, workers, responder
-  and this client all share the machine's CPUs.
+- Each value is the median over `reps` repetitions. Motes and its peers ran in turn on
+  the same machine (A B A B ...), each after one unrecorded warm-up. ratio = motes ÷ peer:
+  below 1 is better for times (us), above 1 for rates (/s). Absolute values move with
+  the machine's load; the ratios are the figures to compare.
+- `call_rtt_us`, `call_rtt_us_p99`: one call at a time to the sync mote `bench.echo`,
+  payload `b"x"`; per repetition {z["rtt_calls"]} calls, in rounds of {z["rtt_round"]} \
+interleaved with the peers'. The p50 (p99) of each repetition, then the median of those.
+  `call_rtt_async_us*`: the same to the async mote `bench.echo_async`. The peer is
+  nats-py `request()` to a responder process that answers with the payload: the floor,
+  so the ratio is what Motes adds on top of NATS itself.
+- `call_throughput`: per repetition {z["tput_calls"]} calls from one client, \
+{z["window"]} in flight at once,
+  to `bench.echo` (a sync mote serves one call at a time per instance, its default
+  concurrency); `call_throughput_async`: the same to `bench.echo_async` (up to 64 at once).
+- `map_throughput`: `mesh.map("bench.echo", range({z["map_items"]}))`, every result
+  checked; no peer yet (Ray and Dask come with the peers).
+- One node process, so each mote has one instance; nats-server, the node, its workers,
+  the responder and the benchmark client all share the machine's CPUs.
 """
     (BENCH / "RESULTS.md").write_text(body)
 
@@ -352,14 +376,18 @@ How to read it:
 
 async def _run(args: argparse.Namespace) -> None:
     sizes = QUICK if args.quick else FULL
-    if args.reps:
-        sizes = Sizes(args.reps, sizes.rtt_calls, sizes.tput_calls, sizes.window, sizes.map_items)
+    if args.reps is not None:
+        sizes = dataclasses.replace(sizes, reps=args.reps)
     if sizes.reps < 1:
         raise SystemExit("--reps must be at least 1")
     metrics = args.only or list(METRICS)
+    task = asyncio.current_task()
+    if task is not None:  # SIGTERM stops the run as Ctrl-C does: every process cleaned up
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     info = {"machine": machine(), "versions": versions()}
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     _say(f"bench ({'quick' if args.quick else 'full'}): {', '.join(metrics)}; {sizes}")
     results: list[Result] = []
     async with _session(sizes, metrics) as session:
@@ -377,20 +405,28 @@ async def _run(args: argparse.Namespace) -> None:
     print()
     print(text)
     print()
-    print(f"{elapsed:.1f} s on {info['machine']['cpu_count']} CPUs; results in {path}")
-    if not args.quick and not args.only and not args.reps and not args.out:
-        extra = {
+    print(
+        f"{elapsed:.1f} s on {info['machine']['cpu_count']} CPUs (load average at the start "
+        f"{load}, event loop {event_loop_name()}); results in {path}"
+    )
+    if not (args.quick or args.only or args.reps is not None or args.out):
+        run = {
+            "command": "make bench",
             "started": f"{started:%Y-%m-%d %H:%M} UTC",
             "host": socket.gethostname(),
+            "load": load,
             "event_loop": event_loop_name(),
-            "sizes": asdict(sizes),
+            "elapsed_s": elapsed,
         }
-        write_results_md({**doc, **extra}, text, "make bench", elapsed, path)
+        write_results_md({**doc, "run": run, "sizes": asdict(sizes)}, text, path)
         print(f"updated {BENCH / 'RESULTS.md'}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Motes benchmarks: Motes and its peers measured side by side, as ratios.",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer calls per repetition")
     parser.add_argument("--only", nargs="+", choices=METRICS, help="run only these metrics")
     parser.add_argument("--reps", type=int, help="repetitions per contender (default 7, quick 5)")
@@ -399,6 +435,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_run(args))
+        run = asyncio.run
     else:
-        uvloop.run(_run(args))
+        run = uvloop.run
+    try:
+        run(_run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _say("interrupted; every process the benchmark started has been stopped")
+        raise SystemExit(130) from None

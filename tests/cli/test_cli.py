@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WORDCOUNT = ROOT / "examples" / "wordcount" / "app.py"
 
 
-def motes(home: Path, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def motes(
+    home: Path, *args: str, check: bool = True, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "motes.cli", "--home", str(home), *args],
         capture_output=True,
@@ -23,7 +25,9 @@ def motes(home: Path, *args: str, check: bool = True, timeout: float = 90) -> su
         env={**os.environ, "MOTES_HEARTBEAT_S": "0.1", "MOTES_LEASE_TTL_S": "1.0"},
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"motes {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"motes {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -41,7 +45,9 @@ def descendants(pid: int) -> set[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
             except (OSError, IndexError, ValueError):
                 continue
     found: set[int] = set()

@@ -193,8 +193,9 @@ def test_the_layout_stays_sound_after_every_event(
     state = SchedulerState(failure_timeout=FAILURE_TIMEOUT)
     seen = Observer()
     nodes = {nid: records[nid] for nid in initial}
-    seen.apply(state, set(), state.handle(Elected(now=0.0, epoch=1, nodes=nodes, apps={},
-                                                  assignments={})))
+    seen.apply(
+        state, set(), state.handle(Elected(now=0.0, epoch=1, nodes=nodes, apps={}, assignments={}))
+    )
     now = 0.0
     for op, dt in history:
         now += dt

@@ -56,6 +56,8 @@ class App:
     @overload
     def mote(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         min: int = 1,
@@ -82,6 +84,8 @@ class App:
     @overload
     def actor(
         self,
+        cls: None = None,
+        /,
         *,
         name: str | None = None,
         min: int = 1,

@@ -25,7 +25,7 @@ from ..wire.messages import NodeStatus
 from .demo import demo
 from .table import print_table
 
-__all__ = ["apps", "call", "demo", "deploy", "down", "logs", "nodes", "ps", "up", "why"]
+__all__ = ["apps", "call", "demo", "deploy", "down", "logs", "node", "nodes", "ps", "up", "why"]
 
 
 def _connect(ns: argparse.Namespace) -> Any:
@@ -90,7 +90,8 @@ async def up(ns: argparse.Namespace) -> int:
         raise RequestError(f"a mesh already runs at {home} (pid {pid}); `motes down` stops it")
     if ns.detach:
         return await _up_detached(ns)
-    mesh = LocalMesh(home, nodes=ns.nodes, labels=labels, port=ns.port)
+    # With --url the nodes join that lattice (a server or cluster) instead of an embedded one.
+    mesh = LocalMesh(home, nodes=ns.nodes, labels=labels, port=ns.port, url=ns.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -98,7 +99,8 @@ async def up(ns: argparse.Namespace) -> int:
     started = time.monotonic()
     await mesh.start()
     print(
-        f"mesh up in {time.monotonic() - started:.2f} s: {ns.nodes} nodes, lattice {mesh.url}, home {home}"
+        f"mesh up in {time.monotonic() - started:.2f} s: {ns.nodes} nodes, "
+        f"lattice {mesh.url}, home {home}"
     )
     async with connect(mesh.url) as client:
         _print_nodes(await client.nodes())
@@ -143,7 +145,8 @@ async def _up_detached(ns: argparse.Namespace) -> int:
             info = {}
         if info.get("supervisor_pid") == proc.pid:
             print(
-                f"mesh up: {ns.nodes} nodes, lattice {info['url']}, home {home} (pid {proc.pid}; `motes down` stops it)"
+                f"mesh up: {ns.nodes} nodes, lattice {info['url']}, home {home} "
+                f"(pid {proc.pid}; `motes down` stops it)"
             )
             async with connect(str(info["url"])) as client:
                 _print_nodes(await client.nodes())
@@ -181,6 +184,28 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except (OSError, IndexError):
         return True
+
+
+async def node(ns: argparse.Namespace) -> int:
+    """One node agent joining an existing lattice (another machine's `motes up`, or a cluster)."""
+    url = ns.url or os.environ.get("MOTES_URL")
+    if not url:
+        raise RequestError("`motes node` needs the lattice: --url nats://HOST:PORT (or MOTES_URL)")
+    args = [
+        sys.executable,
+        "-m",
+        "motes.node",
+        "--url",
+        url,
+        "--name",
+        ns.name,
+        "--home",
+        str(ns.home / "nodes" / ns.name),
+    ]
+    for label in ns.label:
+        args += ["--label", label]
+    # Become the agent, so signals (Ctrl-C drains, a second one exits) go straight to it.
+    os.execv(sys.executable, args)
 
 
 # --- inspection --------------------------------------------------------------------------

@@ -54,7 +54,8 @@ async def demo(ns: argparse.Namespace) -> int:
     sources = stdlib_sources()
     total_mb = sum(len(t) for _, t in sources) / 1e6
     print(
-        f"motes demo: {ns.nodes}-node local mesh, wordcount over {len(sources)} stdlib files ({total_mb:.1f} MB)"
+        f"motes demo: {ns.nodes}-node local mesh, wordcount over "
+        f"{len(sources)} stdlib files ({total_mb:.1f} MB)"
     )
     with tempfile.TemporaryDirectory(prefix="motes-demo-") as tmp:
         home = Path(tmp)
@@ -83,7 +84,8 @@ async def demo(ns: argparse.Namespace) -> int:
         print()
         print_table(["NODE", "CALLS SERVED"], [[n, str(c)] for n, c in sorted(served.items())])
         print(
-            f"\n  map + reduce wall time: {t_done - t_dep:.2f} s; whole demo {time.monotonic() - t0:.2f} s"
+            f"\n  map + reduce wall time: {t_done - t_dep:.2f} s; "
+            f"whole demo {time.monotonic() - t0:.2f} s"
         )
     wordcount = load_app_file(app_file)
     count, top_fn = wordcount.target("count"), wordcount.target("top")
@@ -95,10 +97,12 @@ async def demo(ns: argparse.Namespace) -> int:
     print(f"  single-process check: {time.monotonic() - t_local:.2f} s")
     if top != expected or sum(served.values()) != len(sources):
         print(
-            f"  MISMATCH: mesh {top[:3]}... vs local {expected[:3]}...; calls served {sum(served.values())} of {len(sources)}"
+            f"  MISMATCH: mesh {top[:3]}... vs local {expected[:3]}...; "
+            f"calls served {sum(served.values())} of {len(sources)}"
         )
         return 1
     print(
-        f"  match: the mesh's top 20 equals the single-process result ({len(sources)} calls, all served)"
+        "  match: the mesh's top 20 equals the single-process result "
+        f"({len(sources)} calls, all served)"
     )
     return 0

@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .. import __version__
@@ -25,11 +25,22 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="motes", description="Run Python motes across your machines.")
     p.add_argument("--version", action="version", version=f"motes {__version__}")
-    p.add_argument("--home", help="motes home (default: $MOTES_HOME, then the platform data dir)")
-    p.add_argument(
-        "--url", help="NATS URL of a mesh (default: $MOTES_URL, then the local mesh at the home)"
-    )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    home_help = "motes home (default: $MOTES_HOME, then the platform data dir)"
+    url_help = "NATS URL of a mesh (default: $MOTES_URL, then the local mesh at the home)"
+    p.add_argument("--home", help=home_help)
+    p.add_argument("--url", help=url_help)
+    # The same options after the command (`motes up --home X`); SUPPRESS keeps the global value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS, help=home_help)
+    common.add_argument("--url", default=argparse.SUPPRESS, help=url_help)
+    commands_ = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    class _Sub:
+        @staticmethod
+        def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+            return commands_.add_parser(name, parents=[common], **kw)
+
+    sub = _Sub()
 
     up = sub.add_parser("up", help="start a local mesh: an embedded lattice and N node processes")
     up.add_argument("--nodes", type=int, default=3)
@@ -48,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("down", help="stop the local mesh started with `motes up --detach`")
+
+    node = sub.add_parser(
+        "node", help="run one node agent in the foreground, joining the lattice at --url"
+    )
+    node.add_argument("--name", required=True, help="this node's name, e.g. laptop")
+    node.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
 
     nodes = sub.add_parser("nodes", help="list the mesh's nodes")
     nodes.add_argument("--json", action="store_true")
@@ -81,9 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_HANDLERS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+_HANDLERS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "up": commands.up,
     "down": commands.down,
+    "node": commands.node,
     "nodes": commands.nodes,
     "deploy": commands.deploy,
     "apps": commands.apps,

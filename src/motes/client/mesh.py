@@ -234,7 +234,9 @@ class Mesh:
             return  # no leader right now; the held call still waits for one
         why = decode(msg.data, WhyReply)
         if why.placed == 0 and why.desired > 0 and why.nodes:
-            vetoes = sorted({f"{v.rule}: {v.reason}" for n in why.nodes for v in n.verdicts if not v.ok})
+            vetoes = sorted(
+                {f"{v.rule}: {v.reason}" for n in why.nodes for v in n.verdicts if not v.ok}
+            )
             raise NoInstance(str(ref), "no node can run it: " + "; ".join(vetoes))
 
     async def _spec(self, ref: MoteRef, *, refresh: bool = False) -> MoteSpec:

@@ -320,6 +320,8 @@ class NodeAgent:
                     obj = await store.get(digest)
                 except nats.errors.Error as exc:
                     raise BadMessage(f"bundle {digest[:19]} is not in the lattice: {exc}") from None
+                if obj.data is None:
+                    raise BadMessage(f"bundle {digest[:19]} is empty in the lattice")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 extract_bundle(obj.data, digest, dest)
         return dest

@@ -97,7 +97,7 @@ class ActorHost:
         except (KeyNotFoundError, KeyDeletedError):
             saved = b""
         if saved:
-            obj = self.cls.__new__(self.cls)
+            obj: Any = object.__new__(self.cls)  # restore state without running __init__
             obj.__dict__.update(msgspec.msgpack.decode(saved))
         else:
             obj = self.cls()

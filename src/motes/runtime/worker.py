@@ -14,19 +14,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
+import json
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .._proc import run_main
-from ..app.bundle import find_app
+from ..app.bundle import MANIFEST, find_app
 from ..errors import BadApp, BadMessage, CallTimeout, MotesError
 from ..wire import subjects
 from ..wire.bus import Lattice
@@ -114,7 +118,8 @@ class Worker:
 
     async def _on_control(self, msg: Msg) -> None:
         try:
-            ctl = decode(msg.data, WorkerControl)  # type: ignore[arg-type]
+            # A Union is a valid msgspec type, but not a `type[T]` to mypy.
+            ctl: WorkerControl = decode(msg.data, WorkerControl)  # type: ignore[arg-type]
         except BadMessage as exc:
             await self._respond(msg, encode_error(exc))
             return
@@ -197,6 +202,7 @@ class Worker:
 
     def _load_target(self, assign: WorkerAssign) -> Any:
         spec = assign.spec
+        check_requirements(Path(assign.bundle_dir))
         sys.path.insert(0, assign.bundle_dir)
         try:
             module = importlib.import_module(spec.module)
@@ -326,6 +332,41 @@ class Worker:
                     BadMessage(f"reply of {len(data)} bytes exceeds the {limit}-byte limit")
                 )
             await self.nc.publish(msg.reply, data)
+
+
+_REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*([^;]*)")
+
+
+def check_requirements(bundle_dir: Path) -> None:
+    """Fail the load, naming what is missing, if a declared requirement is not installed."""
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    missing: list[str] = []
+    for req in manifest.get("requirements", []):
+        m = _REQUIREMENT.match(req)
+        if m is None:
+            missing.append(f"{req} (unparseable)")
+            continue
+        name, spec = m.group(1), m.group(2).strip()
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(req)
+            continue
+        if spec and not _satisfies(version, spec):
+            missing.append(f"{req} (installed: {version})")
+    if missing:
+        raise BadApp(f"requirements not installed on this node: {', '.join(missing)}")
+
+
+def _satisfies(version: str, spec: str) -> bool:
+    try:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    except ImportError:  # without packaging, presence is all we can check
+        return True
+    try:
+        return SpecifierSet(spec).contains(version, prereleases=True)
+    except InvalidSpecifier:
+        return False
 
 
 class _Stopped(Exception):

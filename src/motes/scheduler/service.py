@@ -30,7 +30,6 @@ from ..wire.messages import (
     MoteQuery,
     NodeAssignment,
     NodeRecord,
-    Ok,
 )
 from ..wire.messages import (
     Heartbeat as HeartbeatMsg,

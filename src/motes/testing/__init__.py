@@ -22,7 +22,9 @@ __all__ = ["FAST", "eventually", "local_mesh", "nats_server"]
 
 T = TypeVar("T")
 
-FAST = Timing(heartbeat_s=0.1, failure_timeout_s=0.6, lease_ttl_s=1.0, scatter_s=0.5, instance_wait_s=3.0)
+FAST = Timing(
+    heartbeat_s=0.1, failure_timeout_s=0.6, lease_ttl_s=1.0, scatter_s=0.5, instance_wait_s=3.0
+)
 """Timing for tests: failures are noticed, and leaders replaced, within about a second."""
 
 
@@ -45,7 +47,9 @@ async def local_mesh(
     timing: Timing = FAST,
 ) -> AsyncIterator[LocalMesh]:
     """An embedded lattice and ``nodes`` node processes; everything stops on exit."""
-    mesh = LocalMesh(tmp_path / "mesh", nodes=nodes, labels=labels, timing=timing, write_mesh_file=False)
+    mesh = LocalMesh(
+        tmp_path / "mesh", nodes=nodes, labels=labels, timing=timing, write_mesh_file=False
+    )
     await mesh.start()
     try:
         yield mesh

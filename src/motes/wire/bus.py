@@ -59,14 +59,17 @@ class Lattice:
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "motes", replicas: int = 1) -> Lattice:
-        """Connect, failing fast (TransportError) when no server answers at ``url``."""
+        """Connect, failing fast (TransportError) when no server answers at ``url``.
+
+        ``url`` may list several servers of a cluster, comma-separated.
+        """
 
         async def _quiet(exc: Exception) -> None:
             log.debug("nats: %s", exc)
 
         try:
             nc = await nats.connect(
-                url,
+                [u.strip() for u in url.split(",") if u.strip()],
                 name=name,
                 connect_timeout=2,
                 max_reconnect_attempts=2,  # the first connect fails fast ...

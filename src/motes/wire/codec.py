@@ -29,8 +29,8 @@ __all__ = [
 T = TypeVar("T")
 
 _encoder = msgspec.msgpack.Encoder()
-_request_decoder = msgspec.msgpack.Decoder(Request)  # type: ignore[arg-type]
-_reply_decoder = msgspec.msgpack.Decoder(Reply)  # type: ignore[arg-type]
+_request_decoder: msgspec.msgpack.Decoder[Request] = msgspec.msgpack.Decoder(Request)
+_reply_decoder: msgspec.msgpack.Decoder[Reply] = msgspec.msgpack.Decoder(Reply)
 _decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
 
