@@ -354,8 +354,8 @@ How to read it:
   below 1 is better for times (us), above 1 for rates (/s). Absolute values move with
   the machine's load; the ratios are the figures to compare.
 - `call_rtt_us`, `call_rtt_us_p99`: one call at a time to the sync mote `bench.echo`,
-  payload `b"x"`; per repetition {z["rtt_calls"]} calls, in rounds of {z["rtt_round"]} \
-interleaved with the peers'. The p50 (p99) of each repetition, then the median of those.
+  payload `b"x"`; per repetition {z["rtt_calls"]} calls, in rounds of {z["rtt_round"]}
+  interleaved with the peers'. The p50 (p99) of each repetition, then the median of those.
   `call_rtt_async_us*`: the same to the async mote `bench.echo_async`. The peer is
   nats-py `request()` to a responder process that answers with the payload: the floor,
   so the ratio is what Motes adds on top of NATS itself.

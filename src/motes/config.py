@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from .errors import MeshNotRunning, RequestError
 __all__ = ["MESH_FILE", "Timing", "default_home", "read_mesh_file", "resolve_home"]
 
 MESH_FILE = "mesh.json"
+_OTHER_VARS = frozenset({"MOTES_HOME", "MOTES_URL"})
+"""``MOTES_*`` variables that are not Timing fields."""
 """Written under the home by a running local mesh: its URL and pids."""
 
 
@@ -44,18 +48,34 @@ class Timing:
     """Idle worker processes each node keeps started, so placement skips interpreter start."""
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Timing:
-        """Read ``MOTES_<FIELD>`` overrides, e.g. ``MOTES_FAILURE_TIMEOUT_S=3``."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Timing:
+        """Read ``MOTES_<FIELD>`` overrides, e.g. ``MOTES_FAILURE_TIMEOUT_S=3``.
+
+        A misspelt ``MOTES_*`` variable, or a value that is not a positive number, is a
+        RequestError: a setting that silently does nothing is worse than a refusal.
+        """
         env = os.environ if environ is None else environ
+        fields = {f"MOTES_{f.name.upper()}": f for f in dataclasses.fields(cls)}
+        unknown = sorted(
+            k for k in env if k.startswith("MOTES_") and k not in fields and k not in _OTHER_VARS
+        )
+        if unknown:
+            known = ", ".join(sorted([*fields, *_OTHER_VARS]))
+            raise RequestError(f"unknown setting {', '.join(unknown)}; known: {known}")
         values: dict[str, float | int] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(f"MOTES_{field.name.upper()}")
+        for var, field in fields.items():
+            raw = env.get(var)
             if raw is None:
                 continue
             try:
-                values[field.name] = int(raw) if field.type == "int" else float(raw)
+                value = int(raw) if field.type == "int" else float(raw)
             except ValueError:
-                raise RequestError(f"MOTES_{field.name.upper()}={raw!r} is not a number") from None
+                raise RequestError(f"{var}={raw!r} is not a number") from None
+            low_ok = value >= 0 if field.type == "int" else value > 0
+            if not (low_ok and math.isfinite(value)):
+                bound = ">= 0" if field.type == "int" else "> 0"
+                raise RequestError(f"{var}={raw!r} must be a finite number {bound}")
+            values[field.name] = value
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -159,12 +159,6 @@ def test_asking_for_an_undeclared_mote_names_it() -> None:
 # --- bugs ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="BUG: app.py App._add pops name/needs/labels out of the decorator's shared options "
-    "dict, so a decorator reused for a second function silently drops its needs and labels",
-    raises=AssertionError,
-    strict=True,
-)
 def test_a_reused_decorator_gives_every_function_the_same_options() -> None:
     app = App("demo")
     heavy = app.mote(needs={"cpu": 2}, labels={"zone": "a"})
@@ -179,25 +173,12 @@ def test_a_reused_decorator_gives_every_function_the_same_options() -> None:
     assert app.motes["second"].spec.labels == {"zone": "a"}
 
 
-@pytest.mark.xfail(
-    reason="BUG: app.py App._add checks needs keys but not values; needs={'cpu': 'two'} is "
-    "accepted and later crashes the scheduler (float('two') in policy/resources.py)",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 @pytest.mark.parametrize("needs", [{"cpu": "two"}, {"gpu": "yes"}, {"memory_mb": [1]}])
 def test_a_resource_need_must_be_a_number(needs: dict) -> None:
     with pytest.raises(BadApp):
         App("demo").mote(name="m", needs=needs)(lambda: None)
 
 
-@pytest.mark.xfail(
-    reason="BUG: app.py App._add accepts actor shards <= 0; calls then fail with "
-    "ZeroDivisionError in runtime/actors.py shard_of (shards=0), or go to a shard no "
-    "instance owns (shards<0: the scheduler hands out range(shards) == [])",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 @pytest.mark.parametrize("shards", [0, -1])
 def test_an_actor_needs_at_least_one_shard(shards: int) -> None:
     app = App("demo")

@@ -286,3 +286,21 @@ def test_a_bundle_with_an_unsafe_path_is_refused(tmp_path: Path, evil: str) -> N
         extract_bundle(data, digest, dest)
     assert list(tmp_path.rglob("*.py")) == []
     assert list(dest.parent.iterdir()) == []
+
+
+# --- bugs ------------------------------------------------------------------------------
+
+
+def test_a_module_imported_by_an_imported_package_is_shipped(root: Path) -> None:
+    write(
+        root,
+        {
+            "app.py": app_source("import tools"),
+            "tools/__init__.py": "import util\n",
+            "util.py": "",
+        },
+    )
+
+    bundle = build_bundle(load_app_file(root / "app.py"))
+
+    assert "util.py" in names(bundle.data)

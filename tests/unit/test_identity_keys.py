@@ -72,12 +72,6 @@ def test_the_id_is_a_fingerprint_of_the_public_key(tmp_path: Path) -> None:
     assert fingerprint(b"\0" * 32) != fingerprint(b"\1" + b"\0" * 31)
 
 
-@pytest.mark.xfail(
-    reason="BUG: identity/keys.py NodeKey.verify raises ValueError for a public key that is "
-    "not 32 bytes instead of returning False",
-    raises=ValueError,
-    strict=True,
-)
 def test_a_malformed_public_key_does_not_verify(tmp_path: Path) -> None:
     key = NodeKey.load_or_create(tmp_path / "node.key")
 

@@ -79,15 +79,18 @@ def test_a_bad_timing_value_names_the_variable(var: str, raw: str) -> None:
         Timing.from_env({var: raw})
 
 
-@pytest.mark.xfail(
-    reason="BUG: config.py Timing.from_env documents that an unknown MOTES_ variable that "
-    "looks like a setting is an error, but it ignores it, so a typo silently does nothing",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 def test_a_misspelt_timing_variable_is_an_error() -> None:
     with pytest.raises(RequestError, match="MOTES_FAILURE_TIMOUT_S"):
         Timing.from_env({"MOTES_FAILURE_TIMOUT_S": "3"})
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [("MOTES_FAILURE_TIMEOUT_S", "-1"), ("MOTES_HEARTBEAT_S", "nan"), ("MOTES_WARM_WORKERS", "-3")],
+)
+def test_a_timing_value_out_of_range_is_an_error(var: str, raw: str) -> None:
+    with pytest.raises(RequestError, match=var):
+        Timing.from_env({var: raw})
 
 
 # --- home ------------------------------------------------------------------------------

@@ -205,12 +205,6 @@ def _nested(depth: int, *, reply: bool) -> bytes:
     return head + b"\x91" * depth + b"\xc0" + tail
 
 
-@pytest.mark.xfail(
-    reason="BUG: deeply nested msgpack raises RecursionError, not BadMessage, from "
-    "wire/codec.py decode_request/decode_reply/decode; a 1 KB call kills a worker",
-    raises=RecursionError,
-    strict=True,
-)
 @pytest.mark.parametrize("reply", [False, True], ids=["request", "reply"])
 def test_deeply_nested_bytes_are_a_bad_message(reply: bool) -> None:
     decoder = decode_reply if reply else decode_request
@@ -223,12 +217,6 @@ def test_deeply_nested_bytes_are_a_bad_message(reply: bool) -> None:
 BAD_UTF8_CALL = b"\x94\xa2c1\x90\x81\xa1s\xa2\x00\x80\x00"
 
 
-@pytest.mark.xfail(
-    reason="BUG: a string that is not UTF-8 raises UnicodeDecodeError, not BadMessage, from "
-    "wire/codec.py decode_request/decode_reply/decode; the worker only catches BadMessage",
-    raises=UnicodeDecodeError,
-    strict=True,
-)
 @pytest.mark.parametrize("decoder", [decode_request, decode_reply], ids=["request", "reply"])
 def test_a_string_that_is_not_utf8_is_a_bad_message(decoder: Any) -> None:
     data = BAD_UTF8_CALL if decoder is decode_request else b"\x92\xa2r1\xa2\x00\x80"
@@ -237,11 +225,6 @@ def test_a_string_that_is_not_utf8_is_a_bad_message(decoder: Any) -> None:
         decoder(data)
 
 
-@pytest.mark.xfail(
-    reason="BUG: random bytes raise UnicodeDecodeError (see above), not only BadMessage",
-    raises=UnicodeDecodeError,
-    strict=True,
-)
 @settings(max_examples=300)
 @given(st.binary(max_size=64))
 @example(b"\x91\xa3\x00\x00\x80")  # [<a 3-byte tag that is not UTF-8>]
@@ -253,11 +236,6 @@ def test_random_bytes_raise_only_bad_message(data: bytes) -> None:
             pass
 
 
-@pytest.mark.xfail(
-    reason="BUG: damaged messages raise UnicodeDecodeError (see above), not only BadMessage",
-    raises=UnicodeDecodeError,
-    strict=True,
-)
 @settings(max_examples=300)
 @given(
     message=calls | batches | actor_calls | oks | errs,

@@ -21,7 +21,9 @@ __all__ = ["App", "Declared"]
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
 
-_NEEDS_KEYS = {"cpu", "memory_mb", "gpu", "screen", "camera", "arch", "os"}
+_AMOUNTS = {"cpu", "memory_mb", "gpu"}
+"""Needs that are quantities, reserved on the node; the rest are capabilities."""
+_NEEDS_KEYS = _AMOUNTS | {"screen", "camera", "arch", "os"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,24 +114,34 @@ class App:
         return register(cls) if cls is not None else register
 
     def _add(self, kind: MoteKind, target: Any, options: dict[str, Any]) -> None:
+        options = dict(options)  # a decorator may be reused: never consume its options
         name = check_name("mote", options.pop("name", None) or target.__name__)
+        where = f"mote {self.name}.{name}"
         if name in self.motes:
             raise BadApp(f"app {self.name} declares mote {name!r} twice")
         needs = dict(options.pop("needs", None) or {})
         unknown = set(needs) - _NEEDS_KEYS
         if unknown:
-            raise BadApp(
-                f"mote {self.name}.{name}: unknown needs {sorted(unknown)}; "
-                f"known: {sorted(_NEEDS_KEYS)}"
-            )
+            raise BadApp(f"{where}: unknown needs {sorted(unknown)}; known: {sorted(_NEEDS_KEYS)}")
+        for res in _AMOUNTS & set(needs):
+            value = needs[res]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise BadApp(f"{where}: needs[{res!r}] must be a number >= 0, not {value!r}")
         labels = {str(k): str(v) for k, v in (options.pop("labels", None) or {}).items()}
-        lo, hi = int(options.get("min", 1)), int(options.get("max", 8))
+        for key in ("min", "max", "concurrency", "shards"):
+            if key in options and (
+                isinstance(options[key], bool) or not isinstance(options[key], int)
+            ):
+                raise BadApp(f"{where}: {key} must be an int, not {options[key]!r}")
+        lo, hi = options.get("min", 1), options.get("max", 8)
         if lo < 0 or hi < 1 or lo > hi:
-            raise BadApp(f"mote {self.name}.{name}: need 0 <= min <= max and max >= 1")
+            raise BadApp(f"{where}: need 0 <= min <= max and max >= 1 (min={lo}, max={hi})")
+        if options.get("shards", 1) < 1 or options.get("concurrency", 0) < 0:
+            raise BadApp(f"{where}: shards must be >= 1 and concurrency >= 0")
         try:
             spec = MoteSpec(name=name, kind=kind, needs=needs, labels=labels, **options)
         except TypeError as exc:
-            raise BadApp(f"mote {self.name}.{name}: {exc}") from None
+            raise BadApp(f"{where}: {exc}") from None
         self.motes[name] = Declared(spec, target)
 
     def specs(self) -> list[MoteSpec]:

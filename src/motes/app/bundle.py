@@ -91,11 +91,11 @@ def _collect(file: Path) -> tuple[Path, str, list[Path]]:
         if current in files:
             continue
         files.add(current)
+        if current.suffix != ".py":
+            continue
         for dep in _local_imports(current, root):
-            if dep.is_dir():
-                files.update(_walk(dep))
-            else:
-                todo.append(dep)
+            # A package's modules are scanned too: what they import must travel with them.
+            todo += _walk(dep) if dep.is_dir() else [dep]
     return root, module, sorted(files)
 
 

@@ -53,7 +53,7 @@ class NodeKey:
 
         try:
             Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
-        except InvalidSignature:
+        except (InvalidSignature, ValueError):  # ValueError: not a 32-byte public key
             return False
         return True
 

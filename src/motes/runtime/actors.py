@@ -13,7 +13,6 @@ import base64
 import hashlib
 import logging
 from collections import OrderedDict
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,15 +55,12 @@ class _Activation:
 class ActorHost:
     """Serves the activations of one actor class for the shards this instance owns."""
 
-    def __init__(
-        self, cls: type, app: str, mote: str, node: str, kv: KeyValue, executor: Executor
-    ) -> None:
+    def __init__(self, cls: type, app: str, mote: str, node: str, kv: KeyValue) -> None:
         self.cls = cls
         self.app = app
         self.mote = mote
         self.node = node
         self.kv = kv
-        self.executor = executor
         self.qualname = f"{app}.{mote}"
         self._active: OrderedDict[str, _Activation] = OrderedDict()
         self._handlers: dict[str, Handler] = {}
@@ -76,7 +72,7 @@ class ActorHost:
             fn = getattr(self.cls, name, None)
             if name.startswith("_") or not callable(fn):
                 raise BadArgument(self.qualname, f"actor has no public method {name!r}")
-            handler = Handler(fn, f"{self.qualname}.{name}", self.node, self.executor)
+            handler = Handler(fn, f"{self.qualname}.{name}", self.node)
             self._handlers[name] = handler
         return handler
 

@@ -2,6 +2,11 @@
 
 A ``Handler`` wraps one callable. ``invoke`` never raises for anything the call did: it
 returns ``Ok`` or an ``Err`` describing a bad argument, a timeout or the remote exception.
+
+Sync handlers run inline on the worker's event loop. A worker hosts one instance and a
+sync instance takes one call at a time, so nothing else on that loop is waiting for it,
+and a hop to a thread would cost more than a small call itself (see bench/RESULTS.md).
+Async handlers run with the call's deadline as a cancel scope.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import inspect
 import logging
 import sys
 import traceback
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
@@ -35,11 +39,10 @@ class _Param:
 class Handler:
     """A callable prepared for calls arriving as (args, kwargs) decoded from msgpack."""
 
-    def __init__(self, fn: Any, qualname: str, node: str, executor: Executor) -> None:
+    def __init__(self, fn: Any, qualname: str, node: str) -> None:
         self.fn = fn
         self.qualname = qualname
         self.node = node
-        self.executor = executor
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         try:
@@ -82,39 +85,31 @@ class Handler:
         except TypeError:  # a type msgspec cannot check (a plain class): pass it through
             return value
 
-    async def invoke(self, args: list[Any], kwargs: dict[str, Any], timeout_ms: int) -> Ok | Err:
+    def invoke_sync(self, args: list[Any], kwargs: dict[str, Any]) -> Ok | Err:
+        """One call of a sync handler, inline."""
         try:
             args, kwargs = self._check(args, kwargs)
-            value = await self._run(args, kwargs, timeout_ms)
+            return Ok(self.fn(*args, **kwargs))
         except MotesError as exc:
             return error_reply(exc)
         except Exception as exc:
             return error_reply(self.remote_error(exc))
-        return Ok(value)
 
-    async def _run(self, args: list[Any], kwargs: dict[str, Any], timeout_ms: int) -> Any:
+    async def invoke(self, args: list[Any], kwargs: dict[str, Any], timeout_ms: int) -> Ok | Err:
+        """One call of either kind; async handlers are cancelled at the deadline."""
+        if not self.is_async:
+            return self.invoke_sync(args, kwargs)
         timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         try:
+            args, kwargs = self._check(args, kwargs)
             async with asyncio.timeout(timeout):
-                if self.is_async:
-                    return await self.fn(*args, **kwargs)
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self.executor, lambda: self.fn(*args, **kwargs))
+                return Ok(await self.fn(*args, **kwargs))
         except TimeoutError:
-            raise CallTimeout(self.qualname, timeout or 0) from None
-
-    def run_sync_batch(self, items: list[list[Any]]) -> list[Ok | Err]:
-        """Run many calls of a sync handler in one go (on the executor's thread)."""
-        out: list[Ok | Err] = []
-        for args in items:
-            try:
-                checked, kw = self._check(args, {})
-                out.append(Ok(self.fn(*checked, **kw)))
-            except MotesError as exc:
-                out.append(error_reply(exc))
-            except Exception as exc:
-                out.append(error_reply(self.remote_error(exc)))
-        return out
+            return error_reply(CallTimeout(self.qualname, timeout or 0))
+        except MotesError as exc:
+            return error_reply(exc)
+        except Exception as exc:
+            return error_reply(self.remote_error(exc))
 
     def remote_error(self, exc: BaseException) -> RemoteError:
         tb = "".join(traceback.format_exception(exc))

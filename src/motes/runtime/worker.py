@@ -22,7 +22,7 @@ import re
 import signal
 import sys
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from nats.aio.subscription import Subscription
 
 from .._proc import run_main
 from ..app.bundle import MANIFEST, find_app
-from ..errors import BadApp, BadMessage, CallTimeout, MotesError
+from ..errors import BadApp, BadMessage, FatalError, MotesError
 from ..wire import subjects
 from ..wire.bus import Lattice
 from ..wire.codec import (
@@ -40,7 +40,6 @@ from ..wire.codec import (
     encode,
     encode_error,
     encode_value_reply,
-    error_reply,
 )
 from ..wire.messages import (
     ActorCall,
@@ -79,7 +78,6 @@ class Worker:
         self.inflight = 0
         self.served = 0
         self.failed = 0
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mote")
         self._subs: list[Subscription] = []
         self._stop = asyncio.Event()
         self._grace = 10.0
@@ -177,18 +175,17 @@ class Worker:
         qualname = f"{spec.app}.{spec.mote}"
         if spec.kind == "actor":
             kv = await self.lattice.kv(subjects.KV_ACTORS)
-            self._actors = ActorHost(target, spec.app, spec.mote, self.node, kv, self.executor)
+            self._actors = ActorHost(target, spec.app, spec.mote, self.node, kv)
             for shard in spec.shards:
                 sub = await self.nc.subscribe(
                     subjects.actor(spec.app, spec.mote, shard), cb=self._on_actor_call
                 )
                 self._subs.append(sub)
         else:
-            self._handler = Handler(target, qualname, self.node, self.executor)
-            limit = spec.concurrency or (
-                _DEFAULT_ASYNC_CONCURRENCY if self._handler.is_async else 1
-            )
-            self._slots = asyncio.Semaphore(limit)
+            self._handler = Handler(target, qualname, self.node)
+            limit = spec.concurrency or _DEFAULT_ASYNC_CONCURRENCY
+            if self._handler.is_async and limit > 1:
+                self._slots = asyncio.Semaphore(limit)  # else None: one call at a time, inline
             sub = await self.nc.subscribe(
                 subjects.call(spec.app, spec.mote),
                 queue=subjects.call_queue(spec.app, spec.mote),
@@ -220,55 +217,69 @@ class Worker:
     # --- serving -------------------------------------------------------------------------
 
     async def _on_call(self, msg: Msg) -> None:
-        assert self._slots is not None and self._tg is not None
-        await self._slots.acquire()
+        """The subscription's callback: nats-py awaits it before delivering the next message."""
+        assert self._tg is not None
         self._begin()
-        self._tg.create_task(self._serve_call(msg))
-
-    async def _serve_call(self, msg: Msg) -> None:
-        assert self._handler is not None and self._slots is not None
-        handler = self._handler
-        try:
+        if self._slots is None:
             try:
-                req = decode_request(msg.data)
-            except BadMessage as exc:
-                self.failed += 1
-                await self._respond(msg, encode_error(exc))
-                return
-            if isinstance(req, Call):
-                reply = await handler.invoke(req.args, req.kwargs, req.timeout_ms)
-                self._count(reply)
-                await self._respond(msg, self._encode_reply(reply))
-            elif isinstance(req, Batch):
-                results = await self._run_batch(handler, req)
-                for r in results:
-                    self._count(r)
-                await self._respond(msg, self._encode_batch(results))
-            else:
-                self.failed += 1
-                await self._respond(
-                    msg, encode_error(BadMessage(f"{handler.qualname} is not an actor"))
-                )
+                await self._guard(msg, self._serve_call)
+            finally:
+                self._end()
+            return
+        await self._slots.acquire()  # at capacity, stop reading: calls queue at the server side
+        self._tg.create_task(self._serve_call_then_release(msg))
+
+    async def _serve_call_then_release(self, msg: Msg) -> None:
+        assert self._slots is not None
+        try:
+            await self._guard(msg, self._serve_call)
         finally:
             self._slots.release()
             self._end()
 
-    async def _run_batch(self, handler: Handler, req: Batch) -> list[Ok | Err]:
-        if handler.is_async:
-            return [await handler.invoke(args, {}, req.timeout_ms) for args in req.items]
-        loop = asyncio.get_running_loop()
-        timeout = req.timeout_ms / 1000 if req.timeout_ms > 0 else None
+    async def _guard(self, msg: Msg, serve: Callable[[Msg], Awaitable[None]]) -> None:
+        """A bug in serving one call costs that call an error reply, never the worker."""
         try:
-            async with asyncio.timeout(timeout):
-                return await loop.run_in_executor(self.executor, handler.run_sync_batch, req.items)
-        except TimeoutError:
-            err = error_reply(CallTimeout(handler.qualname, timeout or 0))
-            return [err] * len(req.items)
+            await serve(msg)
+        except Exception as exc:
+            log.exception("%s: serving a call failed", self._qualname())
+            self.failed += 1
+            await self._respond(msg, encode_error(FatalError(f"worker {self.wid}: {exc!r}")))
+
+    async def _serve_call(self, msg: Msg) -> None:
+        assert self._handler is not None
+        handler = self._handler
+        try:
+            req = decode_request(msg.data)
+        except BadMessage as exc:
+            self.failed += 1
+            await self._respond(msg, encode_error(exc))
+            return
+        if isinstance(req, Call):
+            reply = await handler.invoke(req.args, req.kwargs, req.timeout_ms)
+            self._count(reply)
+            await self._respond(msg, self._encode_reply(reply))
+        elif isinstance(req, Batch):
+            if handler.is_async:
+                results = list(
+                    await asyncio.gather(
+                        *(handler.invoke(a, {}, req.timeout_ms) for a in req.items)
+                    )
+                )
+            else:
+                results = [handler.invoke_sync(a, {}) for a in req.items]
+            for r in results:
+                self._count(r)
+            await self._respond(msg, self._encode_batch(results))
+        else:
+            self.failed += 1
+            err = BadMessage(f"{handler.qualname} is not an actor: call it without a key")
+            await self._respond(msg, encode_error(err))
 
     async def _on_actor_call(self, msg: Msg) -> None:
         assert self._actors is not None and self._tg is not None
         self._begin()
-        self._tg.create_task(self._serve_actor(msg))
+        self._tg.create_task(self._guard(msg, self._serve_actor))
 
     async def _serve_actor(self, msg: Msg) -> None:
         assert self._actors is not None
@@ -384,7 +395,6 @@ async def _main(url: str, wid: str, node: str) -> None:
     except* _Stopped:
         pass
     finally:
-        worker.executor.shutdown(wait=False, cancel_futures=True)
         await lattice.close()
 
 

@@ -147,7 +147,12 @@ class SchedulerService:
                 tg.create_task(self._ticks())
                 while True:
                     event = await self._events.get()
-                    await self._execute(state.handle(event))
+                    try:
+                        commands = state.handle(event)
+                    except Exception:  # a bad record must not take the scheduler down
+                        log.exception("scheduler: could not handle %r; skipping it", event)
+                        commands = []
+                    await self._execute(commands)
                     done = self._handled.pop(id(event), None)
                     if done is not None and not done.done():
                         done.set_result(None)

@@ -28,6 +28,7 @@ from ..wire.messages import (
     WhyReply,
 )
 from .policy import NodeView, judge
+from .policy._types import amount
 
 __all__ = [
     "AppDeleted",
@@ -300,7 +301,7 @@ class SchedulerState:
             spec = specs.get((inst.app, inst.mote))
             if spec is not None:
                 for res in ("cpu", "memory_mb", "gpu"):
-                    used[res] += float(spec.needs.get(res, 0) or 0)
+                    used[res] += amount(spec.needs, res) or 0.0
             if inst.app == app.name and inst.mote == mote.name:
                 same += 1
         return NodeView(

@@ -32,6 +32,9 @@ _encoder = msgspec.msgpack.Encoder()
 _request_decoder: msgspec.msgpack.Decoder[Request] = msgspec.msgpack.Decoder(Request)
 _reply_decoder: msgspec.msgpack.Decoder[Reply] = msgspec.msgpack.Decoder(Reply)
 _decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+# What msgspec raises on hostile bytes: bad msgpack, strings that are not UTF-8, nesting deep
+# enough to exhaust the stack. All of it is one thing to a receiver: a malformed message.
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def encode(msg: Any) -> bytes:
@@ -84,14 +87,14 @@ def _name_bad_value(msg: Request, exc: Exception) -> EncodeError:
 def decode_request(data: bytes) -> Request:
     try:
         return _request_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except _UNDECODABLE as exc:
         raise BadMessage(f"not a Motes call ({exc})") from None
 
 
 def decode_reply(data: bytes) -> Reply:
     try:
         return _reply_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except _UNDECODABLE as exc:
         raise BadMessage(f"not a Motes reply ({exc})") from None
 
 
@@ -102,7 +105,7 @@ def decode(data: bytes, type_: type[T]) -> T:
         dec = _decoders[type_] = msgspec.msgpack.Decoder(type_)
     try:
         return dec.decode(data)  # type: ignore[no-any-return]
-    except msgspec.DecodeError as exc:
+    except _UNDECODABLE as exc:
         raise BadMessage(f"not a {type_.__name__} ({exc})") from None
 
 

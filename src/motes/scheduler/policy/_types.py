@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...wire.messages import Inventory
 
@@ -20,3 +21,11 @@ class NodeView:
     """Instances of the mote being placed that this node already runs."""
     instances: int = 0
     """All instances placed on this node."""
+
+
+def amount(needs: dict[str, Any], resource: str) -> float | None:
+    """A quantity a mote needs (0 if unset), or None when the record holds no number."""
+    value = needs.get(resource, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return None
+    return float(value)

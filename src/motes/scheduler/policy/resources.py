@@ -7,14 +7,19 @@ emptier nodes; for ``pack`` motes the sign flips and fuller nodes win.
 from __future__ import annotations
 
 from ...wire.messages import MoteSpec, Verdict
-from ._types import NodeView
+from ._types import NodeView, amount
 
 
 def resources(mote: MoteSpec, node: NodeView) -> Verdict:
     inv = node.inventory
     capacity = {"cpu": float(inv.cpus), "memory_mb": float(inv.memory_mb), "gpu": float(inv.gpus)}
     for res, cap in capacity.items():
-        need = float(mote.needs.get(res, 0) or 0)
+        need = amount(mote.needs, res)
+        if need is None:
+            bad = mote.needs.get(res)
+            return Verdict(
+                rule="resources", ok=False, reason=f"needs {res}={bad!r} is not a number"
+            )
         if need <= 0:
             continue
         free = cap - node.used.get(res, 0.0)
@@ -22,7 +27,7 @@ def resources(mote: MoteSpec, node: NodeView) -> Verdict:
             unit = " MB" if res == "memory_mb" else ""
             have = f"{free:g}{unit} free of {cap:g}{unit}"
             return Verdict(rule="resources", ok=False, reason=f"needs {res}={need:g}{unit}, {have}")
-    cpu_need = float(mote.needs.get("cpu", 0) or 0)
+    cpu_need = amount(mote.needs, "cpu") or 0.0
     free_share = (capacity["cpu"] - node.used.get("cpu", 0.0) - cpu_need) / max(capacity["cpu"], 1)
     score = free_share if mote.spread == "spread" else -free_share
     return Verdict(rule="resources", ok=True, score=round(score, 3), reason="fits")
