@@ -4,6 +4,11 @@
 ``call_throughput`` (the sync mote ``bench.echo``, which serves one call at a time) and
 ``call_throughput_async`` (``bench.echo_async``, up to 64 at a time), each against the
 same peers, all interleaved.
+
+Peers: raw nats-py (same closed loop, the floor); Ray actor calls and Ray tasks, and Dask
+``submit``, each in the peer's own idiom: all ``n`` submitted, then one wait for all
+(``ray.get(refs)``, ``client.gather(futures)``). A peer too slow for ``tput_calls`` per
+repetition makes fewer (``Sizes.peer_counts``); the rate is what is compared.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ async def run(s: Session) -> list[Result]:
     samples = await interleave(
         METRIC,
         [s.motes["sync"], s.motes["async"], *peers],
-        lambda c: c.call_throughput(n, window),
+        lambda c: c.call_throughput(s.sizes.count(METRIC, c.name, n), window),
         s.sizes.reps,
         lambda rate: f"{rate:,.0f}/s",
     )

@@ -8,18 +8,28 @@ contenders (A B A B ...). A contender that cannot do something raises
 In-process contenders only supply ``once()`` (one call, awaited) and inherit the timing
 loops below, so Motes and raw nats-py are timed by exactly the same code. Out-of-process
 peers (Ray, Dask: their own virtualenv under ``bench/.peers/``, run in a network namespace
-with only loopback) override the three methods to ask a driver process in that
-environment to run the same loops there and send back the numbers.
+with only loopback, see ``bench/netns.py``) override the three methods to ask a driver
+process in that environment (``bench/drivers/``) to run the same loops there and send
+back the numbers (``PeerContender``).
+
+``startup`` (for the ``startup`` metric) starts a whole system from nothing, waits until
+it is ready, lets it idle and measures one process's RSS: Motes through its CLI
+(``MotesUpContender``), a peer through a one-shot driver in a fresh namespace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -27,7 +37,16 @@ from nats.aio.client import Client
 from motes._proc import die_with_parent
 from motes.client import Mesh
 
-__all__ = ["Contender", "MotesContender", "RawNatsContender"]
+from .netns import NamespacedDriver
+
+__all__ = [
+    "Contender",
+    "MotesContender",
+    "MotesUpContender",
+    "PeerContender",
+    "PeerDriver",
+    "RawNatsContender",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = b"x"
@@ -76,6 +95,10 @@ class Contender:
 
     async def map_throughput(self, n: int) -> float:
         """Items/s of one map over ``n`` small items (ints), results checked."""
+        raise NotImplementedError
+
+    async def startup(self, idle_s: float) -> tuple[float, float]:
+        """(seconds from nothing to ready, RSS in MiB of one process after ``idle_s`` idle)."""
         raise NotImplementedError
 
 
@@ -155,3 +178,137 @@ class RawNatsContender(Contender):
     async def once(self) -> None:
         assert self.nc is not None
         await self.nc.request(self.subject, PAYLOAD, timeout=30)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (VmRSS), as the peers' drivers measure it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class MotesUpContender(Contender):
+    """``motes up --nodes 1 --detach`` in a fresh home, timed until the CLI returns.
+
+    The CLI returns once the node is ready and leads (it then lists the nodes); the node
+    agent (``mesh.json`` ``nodes[0].pid``) is measured ``idle_s`` later, then ``motes
+    down`` stops the mesh.
+    """
+
+    name = "motes"
+
+    def __init__(self) -> None:
+        self.cli = Path(sys.executable).parent / "motes"
+
+    async def _cli(self, home: str, *args: str) -> tuple[int, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            str(self.cli),
+            "--home",
+            home,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, err
+
+    async def startup(self, idle_s: float) -> tuple[float, float]:
+        home = tempfile.mkdtemp(prefix="motes-bench-up-")
+        info: dict[str, Any] = {}
+        try:
+            t0 = time.perf_counter()
+            code, err = await self._cli(home, "up", "--nodes", "1", "--detach")
+            elapsed = time.perf_counter() - t0
+            if code != 0:
+                raise RuntimeError(f"motes up failed ({code}): {err.decode(errors='replace')}")
+            info = json.loads((Path(home) / "mesh.json").read_text())
+            await asyncio.sleep(idle_s)
+            rss = rss_mb(int(info["nodes"][0]["pid"]))
+        finally:
+            code, err = await self._cli(home, "down")
+            pid = int(info.get("supervisor_pid") or 0)
+            if code != 0 and pid:  # ours, started just above
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(home, ignore_errors=True)
+        return elapsed, rss
+
+
+class PeerDriver:
+    """A long-running driver of one peer (``bench/drivers/<peer>_driver.py serve``).
+
+    Started once per run; several contenders may share it (Ray: actor calls and tasks).
+    """
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.tmp = tempfile.mkdtemp(prefix=f"mb-{peer}-")  # short: Ray's socket paths
+        self.driver = NamespacedDriver(peer, f"{peer}_driver.py", ["serve", self.tmp], "serve.log")
+        self.info: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        self.info = await self.driver.start()
+
+    async def stop(self) -> list[str]:
+        try:
+            return await self.driver.stop()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    async def ask(self, op: str, **args: Any) -> Any:
+        return await self.driver.ask({"op": op, **args})
+
+
+class PeerContender(Contender):
+    """A peer measured by its driver: calls through ``driver`` in ``mode``; ``startup``
+    through a one-shot driver in a fresh namespace (when ``startup_peer`` is set)."""
+
+    def __init__(
+        self,
+        name: str,
+        driver: PeerDriver | None,
+        mode: str = "",
+        *,
+        startup_peer: str | None = None,
+    ) -> None:
+        self.name = name
+        self.driver = driver
+        self.mode = mode
+        self.startup_peer = startup_peer
+        self.import_s: list[float] = []  # the peer's import time, outside its startup_s
+
+    def _driver(self) -> PeerDriver:
+        if self.driver is None:
+            raise NotImplementedError
+        return self.driver
+
+    async def call_rtt(self, n: int) -> list[int]:
+        ns: list[int] = await self._driver().ask("call_rtt", mode=self.mode, n=n)
+        return ns
+
+    async def call_throughput(self, n: int, window: int) -> float:
+        # The peer's own idiom: all n submitted, then one wait for them all (no window).
+        return float(await self._driver().ask("call_throughput", mode=self.mode, n=n))
+
+    async def map_throughput(self, n: int) -> float:
+        return float(await self._driver().ask("map_throughput", n=n))
+
+    async def startup(self, idle_s: float) -> tuple[float, float]:
+        peer = self.startup_peer
+        if peer is None:
+            raise NotImplementedError
+        tmp = tempfile.mkdtemp(prefix=f"mb-{peer}-")
+        driver = NamespacedDriver(
+            peer, f"{peer}_driver.py", ["startup", tmp, str(idle_s)], "startup.log"
+        )
+        try:
+            await driver.start()
+            out: dict[str, float] = await driver.result(timeout=120 + idle_s)
+        finally:
+            await driver.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.import_s.append(out["import_s"])
+        return out["startup_s"], out["rss_mb"]

@@ -2,20 +2,25 @@
 
 How a run goes:
 
-1. A local mesh (embedded nats-server on 127.0.0.1, one node process) starts in a
+1. The peers (Ray, Dask distributed, Tahoe-LAFS) are installed, pinned, in their own
+   virtualenvs under ``bench/.peers/`` unless already there (``bench/peers.py``).
+2. A local mesh (embedded nats-server on 127.0.0.1, one node process) starts in a
    temporary directory, a client connects and deploys ``bench/apps/echo.py``.
-2. Contenders start: Motes calling the sync mote, Motes calling the async mote, and the
-   peers each metric compares against (for now the raw nats-py floor, a responder process
-   on the same nats-server).
-3. Each metric module (``call_rtt``, ``call_throughput``, ``map_throughput``) measures its
-   contenders interleaved, one repetition each in turn (A B A B ...; call_rtt interleaves
-   finer still, in rounds within a repetition), after one unrecorded warm-up each, and
-   reports the median over repetitions. A row's ratio is motes ÷ peer of those medians,
-   so it reads the same way as the goals in /work/shared/BENCHMARKS.md (lower is better
-   for times, higher for rates).
-4. ``bench/results/<UTC date>-<host>.json`` is written (``...-quick.json`` for a quick
+3. Contenders start: Motes calling the sync mote, Motes calling the async mote, Motes'
+   CLI (``startup``), and the peers each metric compares against: the raw nats-py floor
+   (a responder process on the same nats-server) and Ray and Dask, each a driver process
+   in its own virtualenv and its own loopback-only network namespace
+   (``bench/netns.py``, ``bench/drivers/``).
+4. Each metric module (``call_rtt``, ``call_throughput``, ``map_throughput``,
+   ``startup``) measures its contenders interleaved, one repetition each in turn
+   (A B A B ...; call_rtt interleaves finer still, in rounds within a repetition), after
+   one unrecorded warm-up each, and reports the median over repetitions. A row's ratio is
+   motes ÷ peer of those medians, so it reads the same way as the goals in
+   /work/shared/BENCHMARKS.md (lower is better for times and sizes, higher for rates).
+5. Every peer process is stopped and its namespace swept (strays killed and reported),
+   ``bench/results/<UTC date>-<host>.json`` is written (``...-quick.json`` for a quick
    run, which git ignores) and a table printed; a full run of every metric with the
-   default settings also rewrites ``bench/RESULTS.md``.
+   default settings also rewrites ``bench/RESULTS.md`` (keeping its hand-written notes).
 
 Adding a peer: write a ``Contender`` (see ``bench/contenders.py``), start it in
 ``_peers`` and list its name under the metrics it takes part in (``PEERS``). Every metric
@@ -51,7 +56,16 @@ from motes.config import Timing
 from motes.lattice.server import find_binary
 from motes.testing import local_mesh
 
-from .contenders import Contender, MotesContender, RawNatsContender
+from . import peers as peer_envs
+from .contenders import (
+    Contender,
+    MotesContender,
+    MotesUpContender,
+    PeerContender,
+    PeerDriver,
+    RawNatsContender,
+)
+from .netns import members
 
 __all__ = ["FULL", "QUICK", "Result", "Session", "Sizes", "interleave", "main"]
 
@@ -60,18 +74,43 @@ T = TypeVar("T")
 BENCH = Path(__file__).resolve().parent
 APP = BENCH / "apps" / "echo.py"
 RESULTS_DIR = BENCH / "results"
-METRICS = ("call_rtt", "call_throughput", "map_throughput")
+METRICS = ("call_rtt", "call_throughput", "map_throughput", "startup")
 
-# Which peers each metric compares against, by contender name (Ray and Dask come later).
+RAW = RawNatsContender.name
+RAY = "ray"  # startup: ray.init(); its raylet's RSS
+RAY_ACTOR = "ray actor"
+RAY_TASKS = "ray tasks"
+DASK = "dask"
+
+# Which peers each metric compares against, by contender name.
 PEERS: dict[str, list[str]] = {
-    "call_rtt": [RawNatsContender.name],
-    "call_throughput": [RawNatsContender.name],
-    "map_throughput": [],
+    "call_rtt": [RAW, RAY_ACTOR, DASK],
+    "call_throughput": [RAW, RAY_ACTOR, RAY_TASKS, DASK],
+    "map_throughput": [RAY_TASKS, DASK],
+    "startup": [RAY, DASK],
 }
 
-# Goals from BENCHMARKS.md, shown in the table (never asserted): (metric, peer) -> (op, x).
-GOALS: dict[tuple[str, str], tuple[str, float]] = {
-    ("call_rtt_us", RawNatsContender.name): ("<=", 1.3),
+# Peers installed for every run (Tahoe-LAFS only for its version until the store metric).
+INSTALL = ("ray", "dask", "tahoe")
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    op: str  # "<=" or ">="
+    x: float
+    absolute: bool = False
+    """Compares Motes' own value (in the row's unit), not the ratio to the peer."""
+
+
+# Goals from BENCHMARKS.md, shown in the table (never asserted). Keyed by (row metric,
+# peer name); an absolute goal is keyed by (row metric, None) and shown on its first row.
+GOALS: dict[tuple[str, str | None], Goal] = {
+    ("call_rtt_us", RAW): Goal("<=", 1.3),
+    ("call_rtt_us", RAY_ACTOR): Goal("<=", 0.6),
+    ("call_throughput", RAY_ACTOR): Goal(">=", 3),
+    ("map_throughput", RAY_TASKS): Goal(">=", 5),
+    ("startup_s", None): Goal("<=", 1, absolute=True),
+    ("node_idle_rss_MB", None): Goal("<=", 40, absolute=True),
 }
 
 
@@ -87,12 +126,51 @@ class Sizes:
     window: int
     map_items: int
     """Items per map_throughput repetition."""
+    idle_s: float
+    """startup: seconds a freshly started system idles before its RSS is read."""
+    peer_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """metric -> peer -> calls (items) per repetition, for a peer too slow for the full
+    count to fit the run (its rate, or its percentiles, over fewer calls)."""
+    skip: tuple[str, ...] = ()
+    """``metric:peer`` pairs left out (quick runs leave out the slowest)."""
+    metrics: tuple[str, ...] = METRICS
+    """The metrics run unless ``--only`` says otherwise."""
+
+    def count(self, metric: str, who: str, default: int) -> int:
+        return self.peer_counts.get(metric, {}).get(who, default)
 
 
 FULL = Sizes(
-    reps=7, rtt_calls=5000, rtt_round=500, tput_calls=10_000, window=256, map_items=100_000
+    reps=7,
+    rtt_calls=5000,
+    rtt_round=500,
+    tput_calls=10_000,
+    window=256,
+    map_items=100_000,
+    idle_s=3.0,
+    # Ray tasks and Dask run ~1k and ~200 calls/s here: their full counts would take over
+    # an hour at 7 repetitions, so they make fewer calls; their rates are what is compared.
+    peer_counts={
+        "call_rtt": {DASK: 500},
+        "call_throughput": {DASK: 1000},
+        "map_throughput": {RAY_TASKS: 20_000, DASK: 2000},
+    },
 )
-QUICK = Sizes(reps=5, rtt_calls=2000, rtt_round=500, tput_calls=3000, window=256, map_items=100_000)
+QUICK = Sizes(
+    reps=5,
+    rtt_calls=1000,
+    rtt_round=500,
+    tput_calls=2000,
+    window=256,
+    map_items=100_000,
+    idle_s=2.0,
+    peer_counts={
+        "call_rtt": {DASK: 60},
+        "call_throughput": {RAY_ACTOR: 1000, RAY_TASKS: 500, DASK: 100},
+    },
+    skip=(f"map_throughput:{RAY_TASKS}", f"map_throughput:{DASK}"),
+    metrics=("call_rtt", "call_throughput", "map_throughput"),  # startup: full runs only
+)
 
 
 @dataclass(slots=True)
@@ -124,11 +202,18 @@ class Session:
     """What a metric module needs: sizes, the Motes contenders and the peers."""
 
     sizes: Sizes
-    motes: dict[str, MotesContender]  # "sync" / "async": which echo mote is called
+    motes: dict[str, Contender]  # "sync" / "async": which echo mote; "up": the CLI
     peers: dict[str, Contender] = field(default_factory=dict)
 
     def peers_for(self, metric: str) -> list[Contender]:
-        return [self.peers[n] for n in PEERS.get(metric, []) if n in self.peers]
+        return [self.peers[n] for n in wanted_peers(self.sizes, metric) if n in self.peers]
+
+
+def wanted_peers(sizes: Sizes, metric: str) -> list[str]:
+    """The peers ``metric`` compares against in a run of ``sizes``."""
+    if f"{metric}:" in sizes.skip:
+        return []
+    return [n for n in PEERS.get(metric, []) if f"{metric}:{n}" not in sizes.skip]
 
 
 async def interleave(
@@ -197,26 +282,75 @@ async def _session(sizes: Sizes, metrics: Sequence[str]) -> AsyncIterator[Sessio
                     {
                         "sync": MotesContender(client, "bench.echo", "motes"),
                         "async": MotesContender(client, "bench.echo_async", "motes async"),
+                        "up": MotesUpContender(),
                     },
                 )
-                wanted = {n for m in metrics for n in PEERS.get(m, [])}
-                async with _peers(wanted, mesh.url) as peers:
+                async with _peers(sizes, metrics, mesh.url) as peers:
                     session.peers = peers
                     yield session
 
 
 @contextlib.asynccontextmanager
-async def _peers(wanted: set[str], url: str) -> AsyncIterator[dict[str, Contender]]:
+async def _peers(
+    sizes: Sizes, metrics: Sequence[str], url: str
+) -> AsyncIterator[dict[str, Contender]]:
+    """Start the peers the metrics want; stop them all, however the run ends.
+
+    A peer's long-running driver starts only if a call metric wants it; ``startup``
+    needs none (it starts the peer afresh each time).
+    """
+    calls = {n for m in metrics if m != "startup" for n in wanted_peers(sizes, m)}
+    starting = {n for m in metrics if m == "startup" for n in wanted_peers(sizes, m)}
     started: dict[str, Contender] = {}
+    drivers: list[PeerDriver] = []
+
+    def driver(peer: str) -> PeerDriver:
+        for d in drivers:
+            if d.peer == peer:
+                return d
+        d = PeerDriver(peer)
+        drivers.append(d)
+        return d
+
+    ray = driver("ray") if calls & {RAY_ACTOR, RAY_TASKS} else None
+    dask = driver("dask") if DASK in calls else None
+    if RAY_ACTOR in calls:
+        started[RAY_ACTOR] = PeerContender(RAY_ACTOR, ray, "actor")
+    if RAY_TASKS in calls:
+        started[RAY_TASKS] = PeerContender(RAY_TASKS, ray, "tasks")
+    if RAY in starting:
+        started[RAY] = PeerContender(RAY, None, startup_peer="ray")
+    if DASK in calls or DASK in starting:
+        started[DASK] = PeerContender(
+            DASK, dask, "submit", startup_peer="dask" if DASK in starting else None
+        )
+    raw = RawNatsContender(url) if RAW in calls else None
+    strays: list[str] = []
     try:
-        if RawNatsContender.name in wanted:
-            raw = RawNatsContender(url)
-            started[raw.name] = raw
+        t0 = time.monotonic()
+        for outcome in await asyncio.gather(*(d.start() for d in drivers), return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        for d in drivers:
+            _say(f"peer {d.peer} {d.info.get('version')} ready in its own network namespace")
+        if raw is not None:
             await raw.start()
+            started[RAW] = raw
+        if drivers or raw is not None:
+            _say(f"peers up in {time.monotonic() - t0:.1f} s")
         yield started
     finally:
-        for c in started.values():
-            await c.stop()
+        if raw is not None:
+            await raw.stop()
+        for found in await asyncio.gather(*(d.stop() for d in drivers)):
+            strays += found
+        leftover = [pid for d in drivers if d.driver.netns for pid in members(d.driver.netns)]
+        if drivers:
+            _say(
+                "peers stopped: "
+                + (f"{len(strays)} stray process(es) killed" if strays else "no stray process")
+                + (f"; STILL RUNNING: {leftover}" if leftover else "")
+            )
 
 
 # --- describing the run ------------------------------------------------------------------
@@ -255,13 +389,16 @@ def versions() -> dict[str, str | None]:
         server: str | None = out.strip().rsplit(" ", 1)[-1].lstrip("v") or None
     except (OSError, subprocess.SubprocessError, motes.MotesError):
         server = None
-    return {
+    out = {
         "motes": motes.__version__,
         "nats-py": dist("nats-py"),
         "nats-server": server,
         "msgspec": dist("msgspec"),
         "python": platform.python_version(),
     }
+    for peer in INSTALL:
+        out.update(peer_envs.versions(peer))
+    return out
 
 
 def event_loop_name() -> str:
@@ -281,30 +418,51 @@ def _num(x: float | None) -> str:
     return f"{x:.2f}"
 
 
+def goal_of(r: Result) -> tuple[Goal, bool] | None:
+    """The goal a row is judged by, and whether it is met (None: no goal on this row)."""
+    goal = GOALS.get((r.metric, r.peer_name))
+    if goal is None:
+        goal = GOALS.get((r.metric, None))
+    if goal is None:
+        return None
+    value = r.motes if goal.absolute else r.ratio
+    if value is None:
+        return None
+    return goal, value <= goal.x if goal.op == "<=" else value >= goal.x
+
+
 def _goal(r: Result) -> str:
-    goal = GOALS.get((r.metric, r.peer_name or ""))
-    if goal is None or r.ratio is None:
+    judged = goal_of(r)
+    if judged is None:
         return ""
-    op, x = goal
-    met = r.ratio <= x if op == "<=" else r.ratio >= x
-    return f"{op} {x:g} ({'met' if met else 'missed'})"
+    goal, met = judged
+    what = f"motes {goal.op} {goal.x:g} {r.unit}" if goal.absolute else f"{goal.op} {goal.x:g}"
+    return f"{what} ({'met' if met else 'missed'})"
 
 
 def table(results: Sequence[Result]) -> str:
     head = ("metric", "unit", "motes", "peer", "peer value", "ratio", "goal", "reps")
-    rows = [
-        (
-            r.metric,
-            r.unit,
-            _num(r.motes),
-            r.peer_name or "-",
-            _num(r.peer),
-            "-" if r.ratio is None else f"{r.ratio:.2f}",
-            _goal(r),
-            str(r.reps),
+    rows = []
+    shown: set[str] = set()  # an absolute goal is shown on its metric's first row only
+    for r in results:
+        judged = goal_of(r)
+        goal = _goal(r)
+        if judged is not None and judged[0].absolute:
+            if r.metric in shown:
+                goal = ""
+            shown.add(r.metric)
+        rows.append(
+            (
+                r.metric,
+                r.unit,
+                _num(r.motes),
+                r.peer_name or "-",
+                _num(r.peer),
+                "-" if r.ratio is None else f"{r.ratio:.2f}",
+                goal,
+                str(r.reps),
+            )
         )
-        for r in results
-    ]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
     numeric = {2, 4, 5, 7}
 
@@ -330,8 +488,53 @@ def results_path(quick: bool, now: dt.datetime) -> Path:
     return RESULTS_DIR / f"{now:%Y-%m-%d}-{host}{suffix}.json"
 
 
+NOTES_MARK = "<!-- Below this line: written by hand, kept when a full run rewrites the file. -->"
+
+GOAL_TEXT = {
+    ("call_rtt_us", RAW): "call_rtt p50 <= 1.3 x raw nats-py request/reply",
+    ("call_rtt_us", RAY_ACTOR): "call_rtt p50 <= 0.6 x Ray actor call",
+    ("call_throughput", RAY_ACTOR): "call_throughput >= 3 x Ray actor calls",
+    ("map_throughput", RAY_TASKS): "map_throughput >= 5 x Ray tasks",
+    ("startup_s", None): "`motes up` <= 1 s",
+    ("node_idle_rss_MB", None): "idle node <= 40 MB RSS",
+}
+
+
+def goals_table(results: Sequence[Result]) -> str:
+    lines = ["| goal | motes | peer | ratio | verdict |", "|---|---:|---|---:|---|"]
+    seen: set[tuple[str, str | None]] = set()
+    for r in results:
+        judged = goal_of(r)
+        if judged is None:
+            continue
+        goal, met = judged
+        key = (r.metric, None if goal.absolute else r.peer_name)
+        if key in seen:
+            continue
+        seen.add(key)
+        peer = "-" if goal.absolute else f"{r.peer_name} {_num(r.peer)}"
+        ratio = "-" if goal.absolute or r.ratio is None else f"{r.ratio:.2f}"
+        lines.append(
+            f"| {GOAL_TEXT.get(key, key[0])} | {_num(r.motes)} {r.unit} | {peer} | {ratio} "
+            f"| {'met' if met else '**missed**'} |"
+        )
+    return "\n".join(lines)
+
+
+def _counts(z: dict[str, Any], metric: str) -> str:
+    capped = z["peer_counts"].get(metric, {})
+    return "; ".join(f"{peer}: {n:,}" for peer, n in capped.items())
+
+
 def write_results_md(doc: dict[str, Any], text: str, json_path: Path) -> None:
     m, v, z, run = doc["machine"], doc["versions"], doc["sizes"], doc["run"]
+    results = [Result(**r) for r in doc["results"]]
+    path = BENCH / "RESULTS.md"
+    try:
+        old = path.read_text()
+    except OSError:
+        old = ""
+    notes = old.split(NOTES_MARK, 1)[1] if NOTES_MARK in old else "\n"
     body = f"""# Benchmark results
 
 The latest full run, written by the run itself:
@@ -344,31 +547,59 @@ The latest full run, written by the run itself:
 - Started {run["started"]}, load average {run["load"]}; took {run["elapsed_s"]:.0f} s.
 - Software: {m["python"]} on {run["event_loop"]}; motes {v["motes"]}, \
 nats-py {v["nats-py"]}, nats-server {v["nats-server"]}, msgspec {v["msgspec"]}.
+- Peers (pinned in `bench/peers.py`, installed under `bench/.peers/`, each run inside
+  `unshare --net` with only loopback up): ray {v.get("ray")}, dask {v.get("dask")}, \
+distributed {v.get("distributed")}; tahoe-lafs {v.get("tahoe-lafs")} (installed; its
+  store benchmark comes later).
 - Raw results: `{json_path.relative_to(BENCH.parent)}`.
 
 {text}
 
-How to read it:
+## Goals
+
+{goals_table(results)}
+
+## How to read it
+
 - Each value is the median over `reps` repetitions. Motes and its peers ran in turn on
   the same machine (A B A B ...), each after one unrecorded warm-up. ratio = motes ÷ peer:
-  below 1 is better for times (us), above 1 for rates (/s). Absolute values move with
-  the machine's load; the ratios are the figures to compare.
+  below 1 is better for times (us, s) and sizes (MB), above 1 for rates (/s). Absolute
+  values move with the machine's load; the ratios are the figures to compare.
 - `call_rtt_us`, `call_rtt_us_p99`: one call at a time to the sync mote `bench.echo`,
-  payload `b"x"`; per repetition {z["rtt_calls"]} calls, in rounds of {z["rtt_round"]}
-  interleaved with the peers'. The p50 (p99) of each repetition, then the median of those.
-  `call_rtt_async_us*`: the same to the async mote `bench.echo_async`. The peer is
-  nats-py `request()` to a responder process that answers with the payload: the floor,
-  so the ratio is what Motes adds on top of NATS itself.
-- `call_throughput`: per repetition {z["tput_calls"]} calls from one client, \
-{z["window"]} in flight at once,
-  to `bench.echo` (a sync mote serves one call at a time per instance, its default
-  concurrency); `call_throughput_async`: the same to `bench.echo_async` (up to 64 at once).
-- `map_throughput`: `mesh.map("bench.echo", range({z["map_items"]}))`, every result
-  checked; no peer yet (Ray and Dask come with the peers).
-- One node process, so each mote has one instance; nats-server, the node, its workers,
-  the responder and the benchmark client all share the machine's CPUs.
-"""
-    (BENCH / "RESULTS.md").write_text(body)
+  payload `b"x"`; per repetition {z["rtt_calls"]:,} calls, in rounds of {z["rtt_round"]}
+  interleaved with the peers' (fewer for slow peers: {_counts(z, "call_rtt") or "none"}).
+  The p50 (p99) of each repetition, then the median of those. `call_rtt_async_us*`: the
+  same to the async mote `bench.echo_async`. Peers: nats-py `request()` to a responder
+  process that answers with the payload (the floor: the ratio is what Motes adds on top
+  of NATS itself); `ray.get(actor.echo.remote(b"x"))` to one Ray actor;
+  `client.submit(echo, b"x", pure=False).result()` on a Dask LocalCluster.
+- `call_throughput`: per repetition {z["tput_calls"]:,} calls from one client; Motes and
+  raw nats-py keep {z["window"]} in flight at once (closed loop), to `bench.echo` (a sync
+  mote serves one call at a time per instance) or, in `call_throughput_async`, to
+  `bench.echo_async` (up to 64 at once). Ray and Dask use their own idiom: every call
+  submitted, then one wait for them all — `ray.get([actor.echo.remote(b"x") ...])` to one
+  (sync) actor (`ray actor`), the same as tasks (`ray tasks`, run by the cluster's worker
+  processes), `client.gather([client.submit(...) ...])` (`dask`). Fewer calls for slow
+  peers: {_counts(z, "call_throughput") or "none"}.
+- `map_throughput`: `mesh.map("bench.echo", range({z["map_items"]:,}))` (one instance of
+  a sync mote), every result checked; peers `ray.get([echo.remote(x) for x in ...])` and
+  `client.gather(client.map(echo, range(n), pure=False))`, same items, checked (fewer for
+  slow peers: {_counts(z, "map_throughput") or "none"}).
+- `startup_s`: `.venv/bin/motes --home TMP up --nodes 1 --detach`, wall time until the
+  command returns (the node is ready and the CLI has listed it; this includes starting the
+  Python interpreter and its imports); then `motes down`. Peers, in a fresh process and
+  namespace each time, after their import: `ray.init(num_cpus=2, include_dashboard=False)`
+  returning; Dask `LocalCluster(n_workers=1, threads_per_worker=1)` + `Client` until the
+  worker is connected.
+- `node_idle_rss_MB`: RSS (VmRSS, MiB) {z["idle_s"]:g} s after start, in the same runs as
+  `startup_s`: the `motes.node` agent process (`mesh.json` `nodes[0].pid`, no app
+  deployed); Ray's raylet; Dask's one worker process.
+- One node process, so each mote has one instance; Ray has 2 CPUs (`num_cpus=2`) and Dask
+  2 worker processes of one thread: nats-server, the node, its workers, the responder,
+  the peers and the benchmark client all share the machine's CPUs.
+
+{NOTES_MARK}"""
+    path.write_text(body + notes)
 
 
 # --- main --------------------------------------------------------------------------------
@@ -380,12 +611,14 @@ async def _run(args: argparse.Namespace) -> None:
         sizes = dataclasses.replace(sizes, reps=args.reps)
     if sizes.reps < 1:
         raise SystemExit("--reps must be at least 1")
-    metrics = args.only or list(METRICS)
+    metrics = args.only or list(sizes.metrics)
     task = asyncio.current_task()
     if task is not None:  # SIGTERM stops the run as Ctrl-C does: every process cleaned up
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
+    for peer in INSTALL:  # first time only: later runs find them installed (a stamp file)
+        await asyncio.to_thread(peer_envs.ensure, peer, _say)
     info = {"machine": machine(), "versions": versions()}
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     _say(f"bench ({'quick' if args.quick else 'full'}): {', '.join(metrics)}; {sizes}")
@@ -397,7 +630,7 @@ async def _run(args: argparse.Namespace) -> None:
             results += await module.run(session)
             _say(f"{name}: {time.monotonic() - m0:.1f} s")
     elapsed = time.monotonic() - t0
-    doc = {**info, "results": [asdict(r) for r in results]}
+    doc = {**info, "results": [asdict(r) for r in results], "sizes": asdict(sizes)}
     path = Path(args.out) if args.out else results_path(args.quick, started)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
@@ -418,7 +651,7 @@ async def _run(args: argparse.Namespace) -> None:
             "event_loop": event_loop_name(),
             "elapsed_s": elapsed,
         }
-        write_results_md({**doc, "run": run, "sizes": asdict(sizes)}, text, path)
+        write_results_md({**doc, "run": run}, text, path)
         print(f"updated {BENCH / 'RESULTS.md'}")
 
 

@@ -9,6 +9,7 @@
     │   └── NoInstance                 the mote is known but has no running instance
     ├── RequestError                   fix the request; retrying the same one will fail again
     │   ├── UnknownMote                no deployed app declares this mote (also LookupError)
+    │   ├── UnknownFlow                no deployed app declares this flow (also LookupError)
     │   ├── EncodeError                a value cannot travel as msgpack (also TypeError)
     │   ├── BadArgument                the mote rejected an argument's type (also TypeError)
     │   ├── PayloadTooLarge            a message exceeds the size limit (also ValueError)
@@ -44,6 +45,7 @@ __all__ = [
     "RetryableError",
     "StartupError",
     "TransportError",
+    "UnknownFlow",
     "UnknownMote",
     "error_from_wire",
 ]
@@ -125,6 +127,21 @@ class UnknownMote(RequestError, LookupError):
 
     def wire_fields(self) -> dict[str, Any]:
         return {"mote": self.mote, "known": self.known}
+
+
+class UnknownFlow(RequestError, LookupError):
+    """No deployed app declares the named flow (``App.flow``)."""
+
+    code = "unknown_flow"
+
+    def __init__(self, flow: str, known: list[str] | None = None) -> None:
+        tail = f"; flows: {', '.join(known)}" if known else "; declare one with App.flow"
+        super().__init__(f"unknown flow {flow!r}{tail}")
+        self.flow = flow
+        self.known = known or []
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"flow": self.flow, "known": self.known}
 
 
 class EncodeError(RequestError, TypeError):
@@ -256,6 +273,7 @@ _BY_CODE: dict[str, type[MotesError]] = {
         NoInstance,
         RequestError,
         UnknownMote,
+        UnknownFlow,
         EncodeError,
         BadArgument,
         PayloadTooLarge,

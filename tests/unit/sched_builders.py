@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from motes.scheduler.state import Assign, Elected, SchedulerState
+from motes.scheduler.state import Assign, Elected, Heartbeat, SchedulerState
 from motes.wire.messages import (
     AppRecord,
     InstanceSpec,
     Inventory,
+    Load,
     MoteSpec,
     NodeAssignment,
     NodeRecord,
+    Power,
 )
 
 FAILURE_TIMEOUT = 1.5
@@ -27,8 +29,12 @@ def node(
     labels: dict[str, str] | None = None,
     arch: str = "x86_64",
     os: str = "linux",
+    screen: bool = False,
+    camera: bool = False,
 ) -> NodeRecord:
-    inventory = Inventory(cpus=cpus, memory_mb=memory_mb, arch=arch, os=os, gpus=gpus)
+    inventory = Inventory(
+        cpus=cpus, memory_mb=memory_mb, arch=arch, os=os, gpus=gpus, screen=screen, camera=camera
+    )
     return NodeRecord(
         id=nid,
         name=f"host-{nid}",
@@ -54,6 +60,8 @@ def elected(
     epoch: int = 1,
     now: float = 0.0,
     assignments: dict[str, NodeAssignment] | None = None,
+    presence: str | None = None,
+    drained: frozenset[str] = frozenset(),
 ) -> Elected:
     return Elected(
         now=now,
@@ -61,6 +69,8 @@ def elected(
         nodes={n.id: n for n in nodes},
         apps={a.name: a for a in apps},
         assignments=assignments or {},
+        presence=presence,
+        drained=drained,
     )
 
 
@@ -105,3 +115,45 @@ def per_node(state: SchedulerState, mote_name: str | None = None) -> dict[str, i
 
 def iids(state: SchedulerState) -> list[str]:
     return [i.iid for insts in state.assigned.values() for i in insts]
+
+
+def layout(state: SchedulerState) -> dict[str, list[tuple[str, str]]]:
+    """Each node's instances as (iid, digest), empty nodes left out."""
+    return {
+        nid: [(i.iid, i.digest) for i in insts]
+        for nid, insts in sorted(state.assigned.items())
+        if insts
+    }
+
+
+def beat(
+    state: SchedulerState,
+    nid: str,
+    now: float,
+    *,
+    ready: bool = True,
+    work: dict[str, int] | None = None,
+    power: Power | None = None,
+) -> Heartbeat:
+    """A heartbeat from ``nid`` as its agent would send it: with ``ready``, every instance
+    the node is assigned reports serving (a crashlooping one never does)."""
+    serving = frozenset(i.iid for i in state.assigned.get(nid, [])) if ready else frozenset()
+    return Heartbeat(
+        now=now, node=nid, load=Load(), ready=serving, work=work or {}, power=power or Power()
+    )
+
+
+def snapshot(state: SchedulerState, *, epoch: int, now: float) -> Elected:
+    """What a new leader reads from the lattice: the records and assignments ``state`` wrote."""
+    return Elected(
+        now=now,
+        epoch=epoch,
+        nodes={nid: n.record for nid, n in state.nodes.items()},
+        apps=dict(state.apps),
+        assignments={
+            nid: NodeAssignment(node=nid, epoch=state.epoch, instances=list(insts))
+            for nid, insts in state.assigned.items()
+        },
+        presence=state.presence,
+        drained=frozenset(state.drained),
+    )

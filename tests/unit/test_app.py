@@ -28,8 +28,30 @@ def test_an_async_function_is_a_mote_too() -> None:
     async def fetch(url: str) -> str:
         return url
 
-    assert app.specs() == [MoteSpec(name="fetch", kind="function", min=0)]
+    # An async handler serves many calls at once: the autoscaler counts 64 per instance.
+    assert app.specs() == [MoteSpec(name="fetch", kind="function", min=0, concurrency=64)]
     assert app.target("fetch") is fetch
+
+
+def test_a_sync_function_serves_one_call_at_a_time_whatever_it_asks() -> None:
+    app = App("demo")
+
+    @app.mote(concurrency=8)
+    def crunch() -> None: ...
+
+    @app.mote
+    def plain() -> None: ...
+
+    assert [s.concurrency for s in app.specs()] == [1, 1]
+
+
+def test_an_async_function_may_set_its_own_concurrency() -> None:
+    app = App("demo")
+
+    @app.mote(concurrency=4)
+    async def fetch() -> None: ...
+
+    assert app.specs()[0].concurrency == 4
 
 
 def test_options_are_recorded_in_the_spec() -> None:
@@ -43,8 +65,10 @@ def test_options_are_recorded_in_the_spec() -> None:
         labels={"zone": "a", "rack": 3},
         concurrency=4,
         spread="pack",
+        kind="batch",
+        idle=120,
     )
-    def work() -> None: ...
+    async def work() -> None: ...
 
     assert app.specs() == [
         MoteSpec(
@@ -55,6 +79,8 @@ def test_options_are_recorded_in_the_spec() -> None:
             labels={"zone": "a", "rack": "3"},  # label values are strings on the wire
             concurrency=4,
             spread="pack",
+            usage="batch",  # `kind=` on the decorator: the owner context
+            idle=120,
         )
     ]
     assert app.requirements == ["numpy>=2"]
@@ -72,8 +98,8 @@ def test_a_class_becomes_a_keyed_actor() -> None:
     class Totals: ...
 
     assert app.specs() == [
-        MoteSpec(name="Counter", kind="actor", shards=64),
-        MoteSpec(name="Tally", kind="actor", shards=8, min=2),
+        MoteSpec(name="Counter", kind="actor", shards=64, concurrency=64),
+        MoteSpec(name="Tally", kind="actor", shards=8, min=2, concurrency=64),
     ]
     assert app.target("Counter") is Counter
 
@@ -149,6 +175,27 @@ def test_min_and_max_must_make_sense(lo: int, hi: int) -> None:
 def test_an_unknown_option_is_refused() -> None:
     with pytest.raises(BadApp, match=r"mote demo\.m: .*retries"):
         App("demo").mote(name="m", retries=3)(lambda: None)
+
+
+@pytest.mark.parametrize("usage", ["any", "batch", "interactive"])
+def test_the_owner_context_is_recorded_as_usage(usage: str) -> None:
+    app = App("demo")
+
+    @app.actor(kind=usage)
+    class Screen: ...
+
+    assert (app.specs()[0].kind, app.specs()[0].usage) == ("actor", usage)
+
+
+def test_an_unknown_owner_context_is_refused() -> None:
+    with pytest.raises(BadApp, match=r"kind must be 'any', 'batch' or 'interactive', not 'gpu'"):
+        App("demo").mote(name="m", kind="gpu")(lambda: None)
+
+
+@pytest.mark.parametrize("idle", [0, -1, 0.0, True, "30", None])
+def test_idle_must_be_a_positive_number_of_seconds(idle: object) -> None:
+    with pytest.raises(BadApp, match=r"mote demo\.m: idle must be a number of seconds > 0"):
+        App("demo").mote(name="m", idle=idle)(lambda: None)
 
 
 def test_asking_for_an_undeclared_mote_names_it() -> None:

@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from motes.scheduler.policy import RULES, NodeView, judge
+from motes.scheduler.policy import RULES, STICKY, NodeView, judge
 from motes.scheduler.policy.capabilities import capabilities
 from motes.scheduler.policy.labels import labels
 from motes.scheduler.policy.liveness import liveness
+from motes.scheduler.policy.owner import owner
 from motes.scheduler.policy.resources import resources
 from motes.scheduler.policy.spread import spread
 from motes.wire.messages import Inventory, MoteSpec, Verdict
@@ -22,10 +23,14 @@ def view(
     gpus: int = 0,
     arch: str = "x86_64",
     os: str = "linux",
+    screen: bool = False,
+    camera: bool = False,
     node_labels: dict[str, str] | None = None,
     **fields: Any,
 ) -> NodeView:
-    inventory = Inventory(cpus=cpus, memory_mb=memory_mb, arch=arch, os=os, gpus=gpus)
+    inventory = Inventory(
+        cpus=cpus, memory_mb=memory_mb, arch=arch, os=os, gpus=gpus, screen=screen, camera=camera
+    )
     return NodeView(id="n1", name="box", inventory=inventory, labels=node_labels or {}, **fields)
 
 
@@ -39,19 +44,30 @@ def test_rules_are_judged_in_the_order_motes_why_shows_them() -> None:
         "resources",
         "capabilities",
         "labels",
+        "owner",
         "spread",
     ]
 
 
+def test_only_vetoes_that_can_change_under_a_placed_instance_are_sticky() -> None:
+    assert [rule.__name__ for rule in STICKY] == ["liveness", "capabilities", "labels", "owner"]
+
+
 @pytest.mark.parametrize(
-    ("alive", "expected"),
+    ("alive", "drained", "expected"),
     [
-        (True, Verdict(rule="liveness", ok=True, reason="heartbeating")),
-        (False, Verdict(rule="liveness", ok=False, reason="node is lost (no heartbeat)")),
+        (True, False, Verdict(rule="liveness", ok=True, reason="heartbeating")),
+        (False, False, Verdict(rule="liveness", ok=False, reason="node is lost (no heartbeat)")),
+        (
+            True,
+            True,
+            Verdict(rule="liveness", ok=False, reason="node is draining (`motes drain`)"),
+        ),
+        (False, True, Verdict(rule="liveness", ok=False, reason="node is lost (no heartbeat)")),
     ],
 )
-def test_liveness(alive: bool, expected: Verdict) -> None:
-    assert liveness(mote(), view(alive=alive)) == expected
+def test_liveness(alive: bool, drained: bool, expected: Verdict) -> None:
+    assert liveness(mote(), view(alive=alive, drained=drained)) == expected
 
 
 @pytest.mark.parametrize(
@@ -118,6 +134,9 @@ def test_resources_score_the_free_share_left_and_pack_flips_it(
         ),
         ({"screen": True}, view(), "lacks a screen"),
         ({"camera": True}, view(node_labels={"camera": "no"}), "lacks a camera"),
+        # A label overrides detection both ways: `screen=false` hides a display it has.
+        ({"screen": True}, view(screen=True, node_labels={"screen": "false"}), "lacks a screen"),
+        ({"camera": True}, view(screen=True), "lacks a camera"),
         (
             {"gpu": 1, "os": "windows", "screen": True},
             view(),
@@ -141,6 +160,9 @@ def test_capabilities_veto_nodes_that_lack_them(needs: dict, node: NodeView, rea
         ({"arch": "X86_64", "os": "Linux"}, view()),  # case does not matter
         ({"arch": "arm64"}, view(node_labels={"arch": "arm64"})),
         ({"screen": True, "camera": 1}, view(node_labels={"screen": "yes", "camera": "ON"})),
+        ({"screen": True, "camera": True}, view(screen=True, camera=True)),  # detected
+        ({"screen": True}, view(screen=True, node_labels={"zone": "a"})),  # other labels
+        ({"screen": False}, view()),
         ({"cpu": 64}, view()),  # not a capability: resources' business
     ],
 )
@@ -225,5 +247,73 @@ def test_judge_gives_a_vetoed_node_no_score_but_every_verdict() -> None:
         ("resources", False),
         ("capabilities", False),
         ("labels", False),
+        ("owner", True),
         ("spread", True),
     ]
+
+
+# --- owner context ---------------------------------------------------------------------
+
+BATTERY = {"on_battery": True, "battery_pct": 42.0}
+
+
+@pytest.mark.parametrize(
+    ("usage", "fields", "ok", "score", "reason"),
+    [
+        (
+            "any",
+            {"present": True, "presence_known": True, **BATTERY},
+            True,
+            0.0,
+            "no owner constraint",
+        ),
+        ("batch", {}, True, 0.0, "batch: machine idle and on mains power"),
+        ("batch", {"presence_known": True}, True, 0.0, "batch: machine idle and on mains power"),
+        (
+            "batch",
+            {"present": True, "presence_known": True},
+            False,
+            0.0,
+            "batch: a person is using this machine",
+        ),
+        ("batch", BATTERY, False, 0.0, "batch: on battery (42%)"),
+        ("batch", {"on_battery": True}, False, 0.0, "batch: on battery"),
+        (
+            "batch",
+            {"on_battery": True, "battery_pct": 87.5},
+            False,
+            0.0,
+            "batch: on battery (87.5%)",
+        ),
+        # A battery level alone (a laptop on its charger) is mains power.
+        ("batch", {"battery_pct": 15.0}, True, 0.0, "batch: machine idle and on mains power"),
+        (
+            "interactive",
+            {"present": True, "presence_known": True},
+            True,
+            100.0,
+            "interactive: the user is here",
+        ),
+        (
+            "interactive",
+            {"presence_known": True},
+            False,
+            0.0,
+            "interactive: the user is on another node",
+        ),
+        ("interactive", {}, True, 0.0, "interactive: nobody ran `motes here` yet"),
+        # The user's machine may run on battery: interactive motes follow the user anyway.
+        (
+            "interactive",
+            {"present": True, "presence_known": True, **BATTERY},
+            True,
+            100.0,
+            "interactive: the user is here",
+        ),
+    ],
+)
+def test_owner(usage: str, fields: dict, ok: bool, score: float, reason: str) -> None:
+    verdict = owner(mote(usage=usage), view(**fields))
+
+    assert verdict == Verdict(rule="owner", ok=ok, score=score, reason=reason)
+

@@ -5,7 +5,19 @@ from __future__ import annotations
 import re
 
 import pytest
-from sched_builders import app, assign, elected, fresh, iids, inst, mote, node, per_node
+from sched_builders import (
+    app,
+    assign,
+    beat,
+    elected,
+    fresh,
+    iids,
+    inst,
+    layout,
+    mote,
+    node,
+    per_node,
+)
 
 from motes.scheduler.state import (
     AppDeleted,
@@ -21,7 +33,7 @@ from motes.scheduler.state import (
 )
 from motes.wire.messages import Load, NodeAssignment
 
-RULES = ["liveness", "resources", "capabilities", "labels", "spread"]
+RULES = ["liveness", "resources", "capabilities", "labels", "owner", "spread"]
 A = app("a", mote(min=3))
 
 
@@ -127,8 +139,18 @@ def test_a_heartbeat_brings_a_lost_node_back() -> None:
 
     commands = state.handle(Heartbeat(now=2.5, node="n1", load=Load()))
 
-    assert commands == [assign("n1", inst("i1.2", only_a), cause="e1.3")]
+    # Alive again, but on probation for a failure timeout: a flapping node attracts no work.
+    assert commands == []
     assert state.nodes["n1"].alive
+    liveness = state.explain("a", "m").nodes[0].verdicts[0]
+    assert (liveness.ok, liveness.reason) == (False, "back after being lost: on probation")
+    for nid in ("n1", "n2"):
+        state.handle(Heartbeat(now=3.5, node=nid, load=Load()))
+    assert state.handle(Tick(now=3.9)) == []
+
+    commands = state.handle(Tick(now=4.0))
+
+    assert commands == [assign("n1", inst("i1.2", only_a), cause="e1.7")]
 
 
 def test_a_node_that_left_cleanly_is_forgotten_and_its_instances_move() -> None:
@@ -253,7 +275,7 @@ def test_min_zero_places_nothing_until_demanded_then_exactly_one() -> None:
     state, commands = fresh(elected(node("n1"), node("n2"), apps=(lazy,)))
     assert commands == []
     assert state.explain("a", "m").note == (
-        "min=0 and no demand yet: an instance starts on the first call"
+        "min=0 and no work: an instance starts on the first call"
     )
 
     first = state.handle(Demand(now=1.0, app="a", mote="m"))
@@ -262,6 +284,7 @@ def test_min_zero_places_nothing_until_demanded_then_exactly_one() -> None:
     assert first == [assign("n1", inst("i1.1", lazy), cause="e1.1")]
     assert again == []
     assert per_node(state) == {"n1": 1}
+    assert state.wanted(lazy, lazy.motes[0]) == 1
 
 
 @pytest.mark.parametrize(("app_name", "mote_name"), [("nope", "m"), ("a", "nope")])
@@ -272,18 +295,29 @@ def test_demand_for_an_undeployed_mote_is_ignored(app_name: str, mote_name: str)
     )
 
     assert commands == []
-    assert state.demand == set()
+    assert state.scale == {}
+    deployed = state.apps["a"]
+    assert state.wanted(deployed, deployed.motes[0]) == 0
 
 
-def test_a_new_digest_replaces_the_old_instances() -> None:
+def test_a_new_digest_replaces_the_old_instances_once_the_new_ones_are_ready() -> None:
     v1 = app("a", mote(min=2), digest="sha256:v1")
     v2 = app("a", mote(min=2), digest="sha256:v2")
 
     state, commands = fresh(elected(node("n1"), node("n2"), apps=(v1,)), AppPut(now=1.0, record=v2))
 
+    # A surge: the new version starts beside the old one, which keeps serving.
     assert commands == [
-        assign("n1", inst("i1.3", v2), cause="e1.1"),
-        assign("n2", inst("i1.4", v2), cause="e1.1"),
+        assign("n1", inst("i1.3", v2), inst("i1.1", v1), cause="e1.1"),
+        assign("n2", inst("i1.4", v2), inst("i1.2", v1), cause="e1.1"),
+    ]
+
+    assert state.handle(beat(state, "n1", 1.5)) == []  # one of two new ones is ready: wait
+    commands = state.handle(beat(state, "n2", 1.6))
+
+    assert commands == [
+        assign("n1", inst("i1.3", v2), cause="e1.3"),
+        assign("n2", inst("i1.4", v2), cause="e1.3"),
     ]
     assert {i.digest for insts in state.assigned.values() for i in insts} == {"sha256:v2"}
 
@@ -368,19 +402,24 @@ def test_shards_are_rebalanced_when_an_actor_instance_moves() -> None:
 def test_instance_ids_are_unique_and_carry_the_epoch() -> None:
     v2 = app("a", mote(min=3), digest="sha256:v2")
     state = SchedulerState(failure_timeout=1.5)
+    # Heartbeats are built when sent: every node reports what it runs as ready.
     events = [
-        elected(node("n1"), node("n2"), apps=(A,), epoch=7),
-        NodeUp(now=0.5, record=node("n3")),
-        AppPut(now=1.0, record=v2),
-        Heartbeat(now=1.2, node="n1", load=Load()),
-        Heartbeat(now=1.2, node="n3", load=Load()),
-        Tick(now=2.0),
-        AppPut(now=2.1, record=A),
+        lambda: elected(node("n1"), node("n2"), apps=(A,), epoch=7),
+        lambda: NodeUp(now=0.5, record=node("n3")),
+        lambda: AppPut(now=1.0, record=v2),
+        lambda: Heartbeat(now=1.2, node="n1", load=Load()),
+        lambda: Heartbeat(now=1.2, node="n3", load=Load()),
+        lambda: Tick(now=2.0),  # n2 is lost
+        lambda: beat(state, "n1", 2.05),
+        lambda: beat(state, "n3", 2.05),  # v2 is all ready: v1 is gone
+        lambda: AppPut(now=2.1, record=A),
+        lambda: beat(state, "n1", 2.2),
+        lambda: beat(state, "n3", 2.2),  # v1 is all ready: v2 is gone
     ]
     made = [
         i.iid
         for e in events
-        for c in state.handle(e)
+        for c in state.handle(e())
         if isinstance(c, Assign)
         for i in c.assignment.instances
     ]
@@ -388,6 +427,7 @@ def test_instance_ids_are_unique_and_carry_the_epoch() -> None:
     assert len(set(made)) == 10  # 3 + 3 (v2) + 1 (moved off n2) + 3 (back to v1)
     assert all(re.fullmatch(r"i7\.\d+", iid) for iid in made)
     assert len(iids(state)) == len(set(iids(state))) == 3
+    assert {digest for insts in layout(state).values() for _, digest in insts} == {"sha256:v1"}
 
 
 def test_every_command_names_the_event_that_caused_it() -> None:
@@ -397,11 +437,24 @@ def test_every_command_names_the_event_that_caused_it() -> None:
         elected(node("n1"), apps=(app("a", mote(min=2)),), epoch=3),
         NodeUp(now=0.1, record=node("n2")),
         AppPut(now=0.2, record=b),
-        Tick(now=5.0),
+        Heartbeat(now=4.9, node="n2", load=Load()),
+        Tick(now=5.0),  # n1 is lost
     ]
     causes = [{c.cause for c in state.handle(e)} for e in events]
 
-    assert causes == [{"e3.0"}, set(), {"e3.2"}, {"e3.3"}]
+    assert causes == [{"e3.0"}, set(), {"e3.2"}, set(), {"e3.4"}]
+
+
+def test_when_every_node_falls_silent_at_once_the_scheduler_blames_itself() -> None:
+    # All silent together: this process stalled, which is no evidence against anyone.
+    state, commands = fresh(
+        elected(node("n1"), node("n2"), apps=(A,)),
+        Tick(now=5.0),
+    )
+
+    assert commands == []
+    assert all(n.alive for n in state.nodes.values())
+    assert per_node(state) == {"n1": 2, "n2": 1}
 
 
 def test_an_assignment_records_its_cause_and_epoch() -> None:

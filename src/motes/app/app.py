@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
@@ -16,11 +16,12 @@ from ..errors import BadApp, RequestError
 from ..ids import check_name
 from ..wire.messages import MoteKind, MoteSpec
 
-__all__ = ["App", "Declared"]
+__all__ = ["App", "Declared", "check_flow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
 
+_ASYNC_CONCURRENCY = 64
 _AMOUNTS = {"cpu", "memory_mb", "gpu"}
 """Needs that are quantities, reserved on the node; the rest are capabilities."""
 _NEEDS_KEYS = _AMOUNTS | {"screen", "camera", "arch", "os"}
@@ -49,6 +50,7 @@ class App:
         self.module: str = caller.get("__name__", "__main__")
         self.file: str | None = caller.get("__file__")
         self.motes: dict[str, Declared] = {}
+        self.flows: dict[str, list[str]] = {}
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, motes={sorted(self.motes)})"
@@ -68,6 +70,8 @@ class App:
         labels: dict[str, str] | None = None,
         concurrency: int = 0,
         spread: Literal["spread", "pack"] = "spread",
+        kind: Literal["any", "batch", "interactive"] = "any",
+        idle: float = 30.0,
     ) -> Callable[[F], F]: ...
 
     def mote(self, fn: Any = None, /, **options: Any) -> Any:
@@ -96,6 +100,8 @@ class App:
         labels: dict[str, str] | None = None,
         shards: int = 64,
         spread: Literal["spread", "pack"] = "spread",
+        kind: Literal["any", "batch", "interactive"] = "any",
+        idle: float = 30.0,
     ) -> Callable[[C], C]: ...
 
     def actor(self, cls: Any = None, /, **options: Any) -> Any:
@@ -138,11 +144,46 @@ class App:
             raise BadApp(f"{where}: need 0 <= min <= max and max >= 1 (min={lo}, max={hi})")
         if options.get("shards", 1) < 1 or options.get("concurrency", 0) < 0:
             raise BadApp(f"{where}: shards must be >= 1 and concurrency >= 0")
+        usage = options.pop("kind", "any")
+        if usage not in ("any", "batch", "interactive"):
+            raise BadApp(f"{where}: kind must be 'any', 'batch' or 'interactive', not {usage!r}")
+        idle = options.get("idle", 30.0)
+        if isinstance(idle, bool) or not isinstance(idle, int | float) or not idle > 0:
+            raise BadApp(f"{where}: idle must be a number of seconds > 0, not {idle!r}")
+        # The autoscaler's target per instance: sync handlers take one call at a time.
+        if kind == "function" and not inspect.iscoroutinefunction(target):
+            options["concurrency"] = 1
+        elif not options.get("concurrency"):
+            options["concurrency"] = _ASYNC_CONCURRENCY
         try:
-            spec = MoteSpec(name=name, kind=kind, needs=needs, labels=labels, **options)
+            spec = MoteSpec(
+                name=name, kind=kind, needs=needs, labels=labels, usage=usage, **options
+            )
         except TypeError as exc:
             raise BadApp(f"{where}: {exc}") from None
         self.motes[name] = Declared(spec, target)
+
+    def flow(self, name: str, stages: list[str | Callable[..., Any]]) -> None:
+        """Wire function motes into a flow: each stage's result is the next one's argument.
+
+        ``app.flow("ingest", ["fetch", "parse", "store"])`` (names, or the decorated
+        functions). Declare the motes first. Items enter with ``mesh.flow("app.ingest")``;
+        ``motes flow set`` rewires a deployed flow without a redeploy.
+        """
+        name = check_name("flow", name)
+        if name in self.flows:
+            raise BadApp(f"app {self.name} declares flow {name!r} twice")
+        names = [self._stage_name(s) for s in stages]
+        kinds = {m: d.spec.kind for m, d in self.motes.items()}
+        self.flows[name] = check_flow(self.name, name, names, kinds)
+
+    def _stage_name(self, stage: str | Callable[..., Any]) -> str:
+        if isinstance(stage, str):
+            return stage
+        for mote, declared in self.motes.items():
+            if declared.target is stage:
+                return mote
+        raise BadApp(f"{stage!r} is not a mote of app {self.name}: declare it with @app.mote")
 
     def specs(self) -> list[MoteSpec]:
         return [d.spec for d in self.motes.values()]
@@ -152,3 +193,20 @@ class App:
             return self.motes[mote].target
         except KeyError:
             raise RequestError(f"app {self.name} has no mote {mote!r}") from None
+
+
+def check_flow(app: str, flow: str, stages: list[str], kinds: Mapping[str, str]) -> list[str]:
+    """The stages of a flow if they are distinct function motes of ``app``, else BadApp."""
+    where = f"flow {app}.{flow}"
+    if not stages:
+        raise BadApp(f"{where} needs at least one stage")
+    for stage in stages:
+        kind = kinds.get(stage) if isinstance(stage, str) else None
+        if kind is None:
+            known = ", ".join(sorted(kinds)) or "none"
+            raise BadApp(f"{where}: {stage!r} is not a mote of {app} (motes: {known})")
+        if kind != "function":
+            raise BadApp(f"{where}: {stage!r} is an actor; flow stages are function motes")
+    if len(set(stages)) != len(stages):
+        raise BadApp(f"{where}: a stage appears twice in {stages}; each runs once per item")
+    return list(stages)

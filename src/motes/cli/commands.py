@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,24 @@ from ..wire.messages import NodeStatus
 from .demo import demo
 from .table import print_table
 
-__all__ = ["apps", "call", "demo", "deploy", "down", "logs", "node", "nodes", "ps", "up", "why"]
+__all__ = [
+    "apps",
+    "call",
+    "demo",
+    "deploy",
+    "down",
+    "drain",
+    "flow",
+    "here",
+    "logs",
+    "node",
+    "nodes",
+    "ps",
+    "queue",
+    "rollback",
+    "up",
+    "why",
+]
 
 
 def _connect(ns: argparse.Namespace) -> Any:
@@ -272,6 +290,11 @@ async def deploy(ns: argparse.Namespace) -> int:
             f"deployed {app.name} {digest[7:19]} in {took:.2f} s: "
             + ", ".join(f"{app.name}.{m.name}" for m in app.motes)
         )
+        running = {i.mote for i in await client.ps() if i.digest == digest}
+        for m in app.motes:
+            if m.min > 0 and m.name not in running:
+                why = await client.why(f"{app.name}.{m.name}")
+                print(f"  {app.name}.{m.name} is pending: {'; '.join(why.vetoes())}")
     return 0
 
 
@@ -405,4 +428,73 @@ async def why(ns: argparse.Namespace) -> int:
             )
             rows.append([*head, v.rule, "ok" if v.ok else "VETO", f"{v.score:g}", v.reason])
     print_table(["NODE", "PLACED", "VERDICT", "SCORE", "RULE", "", "RULE SCORE", "REASON"], rows)
+    return 0
+
+
+async def here(ns: argparse.Namespace) -> int:
+    async with _connect(ns) as client:
+        if ns.away:
+            await client.here(None)
+            print("you are at no node now; interactive motes may run anywhere")
+            return 0
+        node = ns.node
+        if node is None:
+            host = socket.gethostname()
+            local = [s.record.name for s in await client.nodes() if s.record.host == host]
+            if len(local) != 1:
+                where = (
+                    f"nodes on {host}: {', '.join(local)}" if local else f"no node runs on {host}"
+                )
+                raise RequestError(f"say which node you are at with --node ({where})")
+            node = local[0]
+        nid = await client.here(node)
+    print(f"you are at {node} ({nid}): interactive motes move there, batch motes move away")
+    return 0
+
+
+async def drain(ns: argparse.Namespace) -> int:
+    async with _connect(ns) as client:
+        nid = await client.drain(ns.node, drained=not ns.undo)
+    if ns.undo:
+        print(f"{ns.node} ({nid}) takes instances again")
+    else:
+        print(f"draining {ns.node} ({nid}): its instances move to other nodes")
+    return 0
+
+
+async def rollback(ns: argparse.Namespace) -> int:
+    async with _connect(ns) as client:
+        digest = await client.rollback(ns.app)
+    print(f"rolled {ns.app} back to {digest[7:19]}")
+    return 0
+
+
+async def queue(ns: argparse.Namespace) -> int:
+    async with _connect(ns) as client:
+        stats = await client.queue()
+    if ns.json:
+        _print_json(stats)
+        return 0
+    if not stats:
+        print("no durable calls waiting")
+        return 0
+    rows = [[q.mote, str(q.depth), str(q.running), f"{q.oldest_s:.1f} s"] for q in stats]
+    print_table(["MOTE", "DEPTH", "RUNNING", "OLDEST"], rows)
+    return 0
+
+
+async def flow(ns: argparse.Namespace) -> int:
+    async with _connect(ns) as client:
+        if ns.flow_command == "set":
+            revision = await client.set_flow(ns.flow, ns.stages)
+            print(f"{ns.flow}: {' -> '.join(ns.stages)} (revision {revision})")
+            return 0
+        flows = await client.flows()
+    if ns.flow:
+        app, _, name = ns.flow.partition(".")
+        flows = [f for f in flows if f.app == app and (not name or f.name == name)]
+    if ns.json:
+        _print_json(flows)
+        return 0
+    print_table(["FLOW", "STAGES"], [[f"{f.app}.{f.name}", " -> ".join(f.stages)] for f in flows])
     return 0

@@ -93,6 +93,29 @@ def _parser() -> argparse.ArgumentParser:
     why.add_argument("mote", metavar="APP.MOTE")
     why.add_argument("--json", action="store_true")
 
+    here = sub.add_parser("here", help="tell the mesh you are at this machine (owner context)")
+    here.add_argument("--node", help="the node you are at (default: the one on this host)")
+    here.add_argument("--away", action="store_true", help="you are at no node")
+
+    drain = sub.add_parser("drain", help="move every instance off a node; place nothing more there")
+    drain.add_argument("node", metavar="NODE")
+    drain.add_argument("--undo", action="store_true", help="let the node take instances again")
+
+    rollback = sub.add_parser("rollback", help="go back to the app's previous version")
+    rollback.add_argument("app", metavar="APP")
+
+    queue = sub.add_parser("queue", help="durable calls waiting or running, per mote")
+    queue.add_argument("--json", action="store_true")
+
+    flow = sub.add_parser("flow", help="show or rewire flows")
+    flow_cmds = flow.add_subparsers(dest="flow_command", required=True, metavar="ACTION")
+    flow_set = flow_cmds.add_parser("set", help="rewire a flow now, keeping items in flight")
+    flow_set.add_argument("flow", metavar="APP.FLOW")
+    flow_set.add_argument("stages", nargs="+", metavar="STAGE")
+    flow_show = flow_cmds.add_parser("show", help="every flow's current stages")
+    flow_show.add_argument("flow", nargs="?", metavar="APP[.FLOW]")
+    flow_show.add_argument("--json", action="store_true")
+
     demo = sub.add_parser("demo", help="3-node mesh counts identifiers in the standard library")
     demo.add_argument("--nodes", type=int, default=3)
     return p
@@ -110,6 +133,11 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] =
     "logs": commands.logs,
     "why": commands.why,
     "demo": commands.demo,
+    "queue": commands.queue,
+    "flow": commands.flow,
+    "here": commands.here,
+    "drain": commands.drain,
+    "rollback": commands.rollback,
 }
 
 

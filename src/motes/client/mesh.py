@@ -10,6 +10,7 @@ starts, NoInstance; never a hang.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections import deque
@@ -46,6 +47,7 @@ from ..wire.messages import (
     AppRecord,
     Call,
     Err,
+    FlowDef,
     InstanceStatus,
     Load,
     LogBatch,
@@ -57,8 +59,11 @@ from ..wire.messages import (
     WhyReply,
 )
 from ._replies import NoResponders, Replies, ReplyTimeout
+from .durable import CallHandle, Durable, Flow, QueueStat
 
-__all__ = ["ActorRef", "Mesh", "connect"]
+__all__ = ["ActorRef", "CallHandle", "Flow", "Mesh", "QueueStat", "connect"]
+
+log = logging.getLogger(__name__)
 
 _BATCH_BYTES = 256 * 1024
 _BATCH_ITEMS = 512
@@ -81,6 +86,13 @@ class Mesh:
         self._replies = Replies(lattice.nc)
         self._refs: dict[str, MoteRef] = {}
         self._specs: dict[tuple[str, str], MoteSpec] = {}
+        self._durable = Durable(
+            lattice,
+            call_timeout_s=timing.call_timeout_s,
+            spec=self._spec,
+            demand=self._demand,
+            app=self._app,
+        )
 
     async def _start(self) -> None:
         await self._replies.start()
@@ -129,14 +141,21 @@ class Mesh:
         timeout: float | None = None,
         window: int = 16,
         return_exceptions: bool = False,
+        durable: bool = False,
     ) -> AsyncIterator[Any]:
         """Call ``app.mote`` once per item, in parallel; yield results in input order.
 
         Items travel in batches (up to 256 KiB or 512 items a message) and up to
         ``window`` batches are in flight at once, spread over the mote's instances.
         An item's error is raised when its turn comes, unless ``return_exceptions``.
+        With ``durable``, every item is a durable call (see ``submit``): all are queued
+        first, then results are yielded in input order as they are stored.
         """
         ref = self._ref(name)
+        if durable:
+            async for r in self._durable.map(ref, items, timeout, return_exceptions):
+                yield r
+            return
         timeout = self.timing.call_timeout_s if timeout is None else timeout
         limit = self.lattice.max_payload
         pending: deque[asyncio.Task[list[Ok | Err]]] = deque()
@@ -159,6 +178,50 @@ class Mesh:
         data = _raw_encoder.encode(_RawBatch(items, int(timeout * 1000)))
         msg = await self._request(ref, subjects.call(ref.app, ref.mote), data, timeout)
         return batch_results(decode_reply(msg), len(items))
+
+    # --- durable calls and flows ------------------------------------------------------
+
+    async def submit(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        key: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> CallHandle:
+        """Queue a durable call to ``app.mote``; ``await handle.result()`` gives its result.
+
+        The call survives crashes: it is redelivered until a result is stored, and runs
+        at most once per ``key`` as far as results go (the same key submitted again gets
+        the first call's result). ``timeout`` is the call's deadline once it runs.
+        """
+        ref = self._ref(name)
+        return await self._durable.submit(ref, list(args), kwargs, key, timeout)
+
+    def handle(self, name: str, call_id: str) -> CallHandle:
+        """The handle of a durable call submitted earlier (here or elsewhere), by its id."""
+        return self._durable.handle(self._ref(name), call_id)
+
+    def flow(self, name: str) -> Flow:
+        """The flow ``app.flow``: ``await mesh.flow("app.ingest").submit(item)``."""
+        return Flow(self._durable, MoteRef.parse(name))
+
+    async def set_flow(self, name: str, stages: list[str]) -> int:
+        """Rewire flow ``app.flow`` to ``stages`` at once, no redeploy; returns its revision.
+
+        An item in flight moves on by the new wiring after the stage it is in; if that
+        stage is no longer in the flow, it finishes the path it was on.
+        """
+        return await self._durable.set_flow(MoteRef.parse(name), stages)
+
+    async def flows(self) -> list[FlowDef]:
+        """Every flow's current wiring."""
+        return await self._durable.flows()
+
+    async def queue(self) -> list[QueueStat]:
+        """Durable calls waiting or running, per mote, with the oldest one's age."""
+        return await self._durable.queue()
 
     def actor(self, name: str, key: str) -> ActorRef:
         """A handle on the activation of actor ``app.Actor`` for ``key``."""
@@ -234,10 +297,7 @@ class Mesh:
             return  # no leader right now; the held call still waits for one
         why = decode(msg.data, WhyReply)
         if why.placed == 0 and why.desired > 0 and why.nodes:
-            vetoes = sorted(
-                {f"{v.rule}: {v.reason}" for n in why.nodes for v in n.verdicts if not v.ok}
-            )
-            raise NoInstance(str(ref), "no node can run it: " + "; ".join(vetoes))
+            raise NoInstance(str(ref), "no node can run it: " + "; ".join(why.vetoes()))
 
     async def _spec(self, ref: MoteRef, *, refresh: bool = False) -> MoteSpec:
         key = (ref.app, ref.mote)
@@ -282,6 +342,7 @@ class Mesh:
             module=bundle.module,
             motes=app.specs(),
             requirements=app.requirements,
+            flows=app.flows,
             deployed_at=time.time(),
             previous=previous.digest
             if previous and previous.digest != bundle.digest
@@ -289,16 +350,22 @@ class Mesh:
         )
         kv = await self.lattice.kv(subjects.KV_APPS)
         await kv.put(app.name, encode(record))
+        await self._durable.write_flows(record, previous)
         for spec in record.motes:
             self._specs[(app.name, spec.name)] = spec
         if wait:
-            await self._wait_placed(
-                record, self.timing.start_timeout_s if timeout is None else timeout
-            )
+            await self._wait_placed(record, timeout)
         return bundle.digest
 
-    async def _wait_placed(self, record: AppRecord, timeout: float) -> None:
+    async def _wait_placed(self, record: AppRecord, timeout: float | None) -> None:
+        """Until every mote has ``min`` ready instances of this version.
+
+        A mote that no node can run (every node vetoes it: say it needs a gpu and there is
+        none) is not waited for: it stays pending, and ``motes why`` says why.
+        """
+        timeout = self.timing.start_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        unplaceable: set[str] = set()
         while True:
             insts = [
                 i for i in await self.ps() if i.app == record.name and i.digest == record.digest
@@ -311,16 +378,86 @@ class Mesh:
             short = [
                 m.name
                 for m in record.motes
-                if sum(1 for i in insts if i.mote == m.name and i.state == "ready") < m.min
+                if m.name not in unplaceable
+                and sum(1 for i in insts if i.mote == m.name and i.state == "ready") < m.min
             ]
             if not short:
                 return
+            for name in short:
+                if not [i for i in insts if i.mote == name] and await self._unplaceable(
+                    f"{record.name}.{name}"
+                ):
+                    unplaceable.add(name)
+                    log.warning("%s.%s is pending: no node can run it", record.name, name)
             if time.monotonic() > deadline:
                 raise StartupError(
                     f"{record.name}: {', '.join(short)} not running after {timeout:g} s; "
                     f"see `motes why {record.name}.{short[0]}`"
                 )
             await asyncio.sleep(0.05)
+
+    async def _unplaceable(self, name: str) -> bool:
+        try:
+            why = await self.why(name)
+        except MotesError:
+            return False  # no leader yet: keep waiting
+        eligible = any(all(v.ok for v in n.verdicts) for n in why.nodes)
+        return bool(why.nodes) and why.placed < why.desired and not eligible
+
+    async def rollback(self, app: str, *, wait: bool = True, timeout: float | None = None) -> str:
+        """Deploy the app's previous version again (the same surge as an upgrade)."""
+        kv = await self.lattice.kv(subjects.KV_APPS)
+        try:
+            history = await kv.history(app)
+        except nats.js.errors.NoKeysError:
+            raise UnknownMote(f"{app}.*") from None
+        records = [decode(e.value, AppRecord) for e in history if e.value]
+        if not records:
+            raise UnknownMote(f"{app}.*")
+        current = records[-1]
+        earlier = next((r for r in reversed(records) if r.digest == current.previous), None)
+        if current.previous is None or earlier is None:
+            raise RequestError(f"app {app} has no earlier version to roll back to")
+        record = msgspec.structs.replace(earlier, deployed_at=time.time(), previous=current.digest)
+        await kv.put(app, encode(record))
+        for spec in record.motes:
+            self._specs[(app, spec.name)] = spec
+        if wait:
+            await self._wait_placed(record, timeout)
+        return record.digest
+
+    # --- owner context -----------------------------------------------------------------
+
+    async def _node_id(self, name_or_id: str) -> str:
+        records = await self._node_records()
+        for nid, rec in records.items():
+            if name_or_id in (nid, rec.name):
+                return nid
+        known = ", ".join(sorted(r.name for r in records.values()))
+        raise RequestError(f"no node named {name_or_id!r} in this mesh (nodes: {known})")
+
+    async def here(self, node: str | None) -> str | None:
+        """Tell the mesh the user is at ``node`` (name or id); None: nowhere known.
+
+        Interactive motes move there; batch motes move away. Returns the node id.
+        """
+        kv = await self.lattice.kv(subjects.KV_CTX)
+        if node is None:
+            await kv.delete(subjects.PRESENCE_KEY)
+            return None
+        nid = await self._node_id(node)
+        await kv.put(subjects.PRESENCE_KEY, nid.encode())
+        return nid
+
+    async def drain(self, node: str, *, drained: bool = True) -> str:
+        """Move every instance off ``node`` and place nothing more there (or undo that)."""
+        nid = await self._node_id(node)
+        kv = await self.lattice.kv(subjects.KV_CTX)
+        if drained:
+            await kv.put(subjects.drain_key(nid), b"1")
+        else:
+            await kv.delete(subjects.drain_key(nid))
+        return nid
 
     # --- queries -----------------------------------------------------------------------
 
@@ -367,16 +504,24 @@ class Mesh:
         return sorted((i for a in answers for i in a), key=lambda i: (i.app, i.mote, i.node, i.iid))
 
     async def why(self, name: str) -> WhyReply:
-        """The scheduler's verdict on every node for this mote, rule by rule."""
+        """The scheduler's verdict on every node for this mote, rule by rule.
+
+        While leadership changes hands (up to about two lease times) this waits for the
+        new leader rather than failing.
+        """
         ref = self._ref(name)
-        try:
-            msg = await self._replies.request(
-                subjects.SCHED_WHY, encode(MoteQuery(app=ref.app, mote=ref.mote)), 5.0
-            )
-        except (NoResponders, ReplyTimeout):
-            raise MotesError(
-                "no scheduler leader answered; is the mesh up? (`motes nodes`)"
-            ) from None
+        query = encode(MoteQuery(app=ref.app, mote=ref.mote))
+        deadline = time.monotonic() + 2 * self.timing.lease_ttl_s + 1
+        while True:
+            try:
+                msg = await self._replies.request(subjects.SCHED_WHY, query, 5.0)
+                break
+            except (NoResponders, ReplyTimeout):
+                if time.monotonic() > deadline:
+                    raise MotesError(
+                        "no scheduler leader answered; is the mesh up? (`motes nodes`)"
+                    ) from None
+                await asyncio.sleep(0.1)
         return decode(msg.data, WhyReply)
 
     async def logs(

@@ -13,9 +13,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
@@ -37,8 +40,9 @@ from ..wire.messages import (
     NodeAssignment,
     NodeRecord,
     NodeStatus,
+    Power,
 )
-from .inventory import detect_inventory
+from .inventory import detect_inventory, read_power
 from .workers import WorkerProc, spawn_worker
 
 __all__ = ["NodeAgent"]
@@ -92,11 +96,13 @@ class NodeAgent:
         self.warm: list[WorkerProc] = []
         self.loads: dict[str, InstanceStatus] = {}
         self.state = "starting"
+        self.power = Power()
         self._desired: list[InstanceSpec] = []
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._bundle_locks: dict[str, asyncio.Lock] = {}
         self._filling = asyncio.Lock()
+        self._spawning = asyncio.Semaphore(2)
         self._tg: asyncio.TaskGroup | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -148,6 +154,16 @@ class NodeAgent:
         workers = [i.worker for i in self.instances.values() if i.worker] + self.warm
         await asyncio.gather(*(w.stop(grace=5.0) for w in workers), return_exceptions=True)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a child task whose failure is logged, never fatal to the agent."""
+        assert self._tg is not None
+        wrapped = _logged(coro, what)
+        try:
+            self._tg.create_task(wrapped)
+        except RuntimeError:  # the agent is shutting down: nothing new starts
+            wrapped.close()
+            coro.close()
+
     # --- announcing --------------------------------------------------------------------
 
     def load(self) -> Load:
@@ -159,15 +175,24 @@ class NodeAgent:
             cpu = 0.0
         return Load(instances=running, inflight=inflight, cpu_load=round(cpu, 2))
 
+    def heartbeat(self, seq: int) -> Heartbeat:
+        ready = [iid for iid, i in self.instances.items() if i.state == "ready"]
+        work = {
+            iid: s.inflight + s.queued for iid, s in self.loads.items() if s.inflight + s.queued
+        }
+        return Heartbeat(
+            node=self.id, seq=seq, load=self.load(), ready=ready, work=work, power=self.power
+        )
+
     async def _heartbeats(self) -> None:
         seq = 0
         subject = subjects.heartbeat(self.id)
         while True:
             seq += 1
+            if seq % 20 == 1:  # power changes slowly; /sys reads are cheap but not free
+                self.power = _labelled_power(read_power(), self.record.labels)
             if self.lattice.nc.is_connected:
-                await self.lattice.nc.publish(
-                    subject, encode(Heartbeat(node=self.id, seq=seq, load=self.load()))
-                )
+                await self.lattice.nc.publish(subject, encode(self.heartbeat(seq)))
             await asyncio.sleep(self.timing.heartbeat_s)
 
     async def _on_nodes(self, msg: Msg) -> None:
@@ -249,14 +274,14 @@ class NodeAgent:
                     del self.instances[iid]
                     self.loads.pop(iid, None)
                     if inst.worker is not None:
-                        self._tg.create_task(self._retire(inst))
+                        self._spawn(self._retire(inst), f"stopping {iid}")
             now = time.monotonic()
             for iid, spec in desired.items():
                 inst = self.instances.setdefault(iid, _Instance(spec))
                 if inst.starting or inst.state == "ready" or now < inst.retry_at:
                     continue
                 inst.starting = True
-                self._tg.create_task(self._start(inst))
+                self._spawn(self._start(inst), f"starting {iid}")
 
     async def _retire(self, inst: _Instance) -> None:
         inst.state = "stopping"
@@ -284,7 +309,7 @@ class NodeAgent:
         inst.detail = ""
         log.info("instance %s of %s.%s ready (pid %d)", spec.iid, spec.app, spec.mote, worker.pid)
         assert self._tg is not None
-        self._tg.create_task(self._watch_exit(inst, worker))
+        self._spawn(self._watch_exit(inst, worker), f"watching {spec.iid}")
 
     async def _watch_exit(self, inst: _Instance, worker: WorkerProc) -> None:
         code = await worker.proc.wait()
@@ -329,9 +354,13 @@ class NodeAgent:
     # --- warm pool ---------------------------------------------------------------------
 
     async def _new_worker(self) -> WorkerProc:
+        async with self._spawning:  # interpreter starts are CPU-heavy: two at a time
+            return await self._start_worker()
+
+    async def _start_worker(self) -> WorkerProc:
         worker = await spawn_worker(self.lattice, self.url, self.id)
         assert self._tg is not None
-        self._tg.create_task(worker.pump())
+        self._spawn(worker.pump(), f"output of {worker.wid}")
         await worker.wait_warm(self.timing.start_timeout_s)
         return worker
 
@@ -345,8 +374,24 @@ class NodeAgent:
         self.warm = [w for w in self.warm if w.alive]
         worker = self.warm.pop(0) if self.warm else await self._new_worker()
         assert self._tg is not None
-        self._tg.create_task(self._fill_warm_pool())
+        self._spawn(self._fill_warm_pool(), "warm pool")
         return worker
+
+
+def _labelled_power(power: Power, labels: dict[str, str]) -> Power:
+    """``power=battery`` / ``power=mains`` labels override what /sys says."""
+    if labels.get("power") == "battery":
+        return msgspec.structs.replace(power, on_battery=True)
+    if labels.get("power") == "mains":
+        return msgspec.structs.replace(power, on_battery=False)
+    return power
+
+
+async def _logged(coro: Coroutine[Any, Any, None], what: str) -> None:
+    try:
+        await coro
+    except Exception:
+        log.exception("%s failed", what)
 
 
 class _Stopped(Exception):

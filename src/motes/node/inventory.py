@@ -1,15 +1,18 @@
-"""What a node can offer, detected once at start: cpus, memory, arch, os, gpus."""
+"""What a node can offer, detected at start (cpus, memory, arch, os, gpus, screen, camera),
+and its power source, read again with every heartbeat."""
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import shutil
 import subprocess
+from pathlib import Path
 
-from ..wire.messages import Inventory
+from ..wire.messages import Inventory, Power
 
-__all__ = ["detect_inventory", "parse_labels"]
+__all__ = ["detect_inventory", "parse_labels", "read_power"]
 
 
 def _memory_mb() -> int:
@@ -44,6 +47,17 @@ def _gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def _screen() -> bool:
+    """A display this user's programs can open: X11 or Wayland."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return True
+    return platform.system() == "Darwin" or platform.system() == "Windows"
+
+
+def _camera() -> bool:
+    return bool(glob.glob("/dev/video[0-9]*"))
+
+
 def detect_inventory() -> Inventory:
     gpus = _gpus()
     return Inventory(
@@ -53,7 +67,39 @@ def detect_inventory() -> Inventory:
         os=platform.system().lower(),
         gpus=len(gpus),
         gpu_names=gpus,
+        screen=_screen(),
+        camera=_camera(),
     )
+
+
+def read_power(root: Path = Path("/sys/class/power_supply")) -> Power:
+    """On battery when a battery reports Discharging and no mains supply is online."""
+    batteries: list[tuple[str, float | None]] = []
+    mains_online = False
+    try:
+        supplies = sorted(root.iterdir())
+    except OSError:
+        return Power()
+    for supply in supplies:
+        kind = _read(supply / "type")
+        if kind == "Battery":
+            pct = _read(supply / "capacity")
+            batteries.append(
+                (_read(supply / "status") or "", float(pct) if pct and pct.isdigit() else None)
+            )
+        elif kind == "Mains" and _read(supply / "online") == "1":
+            mains_online = True
+    if not batteries:
+        return Power()
+    status, level = batteries[0]
+    return Power(on_battery=status == "Discharging" and not mains_online, battery_pct=level)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:

@@ -184,11 +184,26 @@ class LocalMesh:
             node.proc.send_signal(sig)
             await node.proc.wait()
 
+    async def restart_node(self, name: str) -> None:
+        """Start a stopped node again with its old home (same key, same node id)."""
+        node = self.node(name)
+        if node.alive:
+            raise StartupError(f"{name} is still running")
+        await self.start_node(node)
+
+    def signal_node_group(self, name: str, sig: int) -> None:
+        """Signal a node and all its workers (its process group): SIGSTOP freezes a
+        machine as a suspended laptop would, SIGCONT wakes it."""
+        node = self.node(name)
+        if node.alive:
+            os.killpg(node.pid, sig)
+
     async def stop(self, grace: float = 15.0) -> None:
         """Drain every node (SIGTERM), kill stragglers, stop the server, remove mesh.json."""
         running = [n for n in self.nodes if n.alive]
         for n in running:
             assert n.proc is not None
+            os.killpg(n.pid, signal.SIGCONT)  # a paused node could not drain
             n.proc.send_signal(signal.SIGTERM)
         for n in running:
             assert n.proc is not None

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -116,15 +117,20 @@ class WorkerProc:
                     subjects.worker(self.wid), encode(WorkerStop(grace_s=grace)), timeout=1.0
                 )
             except nats.errors.Error:
-                if self.alive:
-                    self.proc.terminate()
+                self._signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(grace + 2):
                 await self.proc.wait()
         except TimeoutError:
             log.warning("worker %s did not stop in time; killing it", self.wid)
-            self.proc.kill()
+            self._signal(signal.SIGKILL)
             await self.proc.wait()
+
+    def _signal(self, sig: int) -> None:
+        try:
+            self.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass  # it exited meanwhile: what we wanted
 
     # --- output ------------------------------------------------------------------------
 

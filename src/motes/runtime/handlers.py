@@ -6,7 +6,9 @@ returns ``Ok`` or an ``Err`` describing a bad argument, a timeout or the remote 
 Sync handlers run inline on the worker's event loop. A worker hosts one instance and a
 sync instance takes one call at a time, so nothing else on that loop is waiting for it,
 and a hop to a thread would cost more than a small call itself (see bench/RESULTS.md).
-Async handlers run with the call's deadline as a cancel scope.
+Async handlers run with the call's deadline as a cancel scope. Durable calls run sync
+handlers in a thread (so the worker can tell JetStream the call is still in progress);
+a per-handler lock keeps sync handlers at one call at a time all the same.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import inspect
 import logging
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import Any, get_type_hints
@@ -57,6 +60,7 @@ class Handler:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 self._positional.append(_Param(p.name, hints.get(p.name, Any)))
         self._hints = hints
+        self._sync_lock = threading.Lock()
 
     def _check(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """Bind arguments to the signature and convert them to the annotated types."""
@@ -86,10 +90,11 @@ class Handler:
             return value
 
     def invoke_sync(self, args: list[Any], kwargs: dict[str, Any]) -> Ok | Err:
-        """One call of a sync handler, inline."""
+        """One call of a sync handler, inline (or in a thread: one call at a time either way)."""
         try:
             args, kwargs = self._check(args, kwargs)
-            return Ok(self.fn(*args, **kwargs))
+            with self._sync_lock:
+                return Ok(self.fn(*args, **kwargs))
         except MotesError as exc:
             return error_reply(exc)
         except Exception as exc:

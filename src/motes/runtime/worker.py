@@ -4,7 +4,8 @@ A node agent starts workers warm (runtime imported, connected, waiting on
 ``motes.w.{wid}``) and later sends one a ``WorkerAssign``: the worker loads the bundle,
 subscribes to the mote's subject, flushes (so the subscription is live on the server) and
 only then answers ready. Malformed bytes on the mote's subject get an error reply; they
-never crash the worker.
+never crash the worker. A function mote's instance also serves its durable calls, pulled
+from the work queue (``durable.py``).
 
 Run as ``python -m motes.runtime.worker --url URL --wid WID --node NODE``.
 """
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -33,7 +35,7 @@ from .._proc import run_main
 from ..app.bundle import MANIFEST, find_app
 from ..errors import BadApp, BadMessage, FatalError, MotesError
 from ..wire import subjects
-from ..wire.bus import Lattice
+from ..wire.bus import Lattice, watch_key
 from ..wire.codec import (
     decode,
     decode_request,
@@ -49,6 +51,7 @@ from ..wire.messages import (
     Err,
     InstanceSpec,
     InstanceStatus,
+    NodeAssignment,
     Ok,
     WorkerAssign,
     WorkerControl,
@@ -56,13 +59,14 @@ from ..wire.messages import (
     WorkerStop,
 )
 from .actors import ActorHost
+from .durable import DurableServer
 from .handlers import Handler
 
 __all__ = ["Worker", "main"]
 
 log = logging.getLogger(__name__)
 _DEFAULT_ASYNC_CONCURRENCY = 64
-_STATUS_EVERY_S = 1.0
+_STATUS_EVERY_S = 0.5
 
 
 class Worker:
@@ -97,9 +101,9 @@ class Worker:
             await self.nc.flush()
             tg.create_task(self._report_status())
             await self._stop.wait()
-            for sub in self._subs:
-                await sub.unsubscribe()
             self.state = "draining"
+            # Drain, not unsubscribe: calls already delivered to us are served, not dropped.
+            await asyncio.gather(*(_drain(sub) for sub in self._subs))
             try:
                 async with asyncio.timeout(self._grace):
                     await self._idle.wait()
@@ -147,12 +151,13 @@ class Worker:
             state=self.state,
             pid=os.getpid(),
             inflight=self.inflight,
+            queued=sum(sub.pending_msgs for sub in self._subs),
             served=self.served,
             failed=self.failed,
         )
 
     async def _report_status(self) -> None:
-        """Tell the agent our load once a second while we serve (for heartbeats, autoscaling)."""
+        """Tell the agent our load twice a second while it changes (heartbeats, autoscaling)."""
         last: InstanceStatus | None = None
         while True:
             await asyncio.sleep(_STATUS_EVERY_S)
@@ -177,8 +182,11 @@ class Worker:
             kv = await self.lattice.kv(subjects.KV_ACTORS)
             self._actors = ActorHost(target, spec.app, spec.mote, self.node, kv)
             for shard in spec.shards:
+                # A queue group: if two instances hold a shard for a moment, one gets each call.
                 sub = await self.nc.subscribe(
-                    subjects.actor(spec.app, spec.mote, shard), cb=self._on_actor_call
+                    subjects.actor(spec.app, spec.mote, shard),
+                    queue=subjects.call_queue(spec.app, spec.mote),
+                    cb=self._on_actor_call,
                 )
                 self._subs.append(sub)
         else:
@@ -193,9 +201,42 @@ class Worker:
                 pending_msgs_limit=1_000_000,
             )
             self._subs.append(sub)
+            durable = DurableServer(
+                self.lattice,
+                spec,
+                self._handler,
+                stopping=self._stop,
+                slots=self._slots,
+                begin=self._begin,
+                end=self._end,
+                count=self._count,
+            )
+            assert self._tg is not None
+            self._tg.create_task(durable.run())
         await self.nc.flush()
+        assert self._tg is not None
+        self._tg.create_task(self._fence(spec))
         self.state = "ready"
         print(f"serving {qualname} ({spec.digest[7:19]}) as {spec.iid}", flush=True)
+
+    async def _fence(self, spec: InstanceSpec) -> None:
+        """Stop serving once our node's assignment no longer lists this instance.
+
+        The agent stops us too; this covers an agent that is hung or cut off while we are
+        not: a node declared lost comes back to an assignment without us, and we go.
+        """
+        kv = await self.lattice.kv(subjects.KV_PLACE)
+        async for value in watch_key(kv, self.node):
+            try:
+                listed = value is not None and any(
+                    i.iid == spec.iid for i in decode(value, NodeAssignment).instances
+                )
+            except BadMessage:
+                continue
+            if not listed:
+                print(f"{spec.iid} is no longer assigned here: draining", flush=True)
+                self.stop()
+                return
 
     def _load_target(self, assign: WorkerAssign) -> Any:
         spec = assign.spec
@@ -378,6 +419,13 @@ def _satisfies(version: str, spec: str) -> bool:
         return SpecifierSet(spec).contains(version, prereleases=True)
     except InvalidSpecifier:
         return False
+
+
+async def _drain(sub: Subscription) -> None:
+    try:
+        await sub.drain()
+    except nats.errors.Error as exc:  # connection gone: nothing more will arrive anyway
+        log.debug("drain: %s", exc)
 
 
 class _Stopped(Exception):

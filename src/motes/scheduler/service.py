@@ -40,12 +40,14 @@ from .state import (
     Assign,
     Command,
     Demand,
+    DrainSet,
     Elected,
     Event,
     Heartbeat,
     NodeGone,
     NodeLost,
     NodeUp,
+    PresenceSet,
     SchedulerState,
     Tick,
 )
@@ -73,16 +75,20 @@ class SchedulerService:
         self.state: SchedulerState | None = None
         self._revs: dict[str, int] = {}
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._handled: dict[int, asyncio.Future[None]] = {}  # by id() of a queued event
+        self._handled: dict[int, asyncio.Future[None]] = {}
+        self._lease: KeyValue | None = None
+        self._lease_rev = 0
+        self._lease_lock = asyncio.Lock()  # by id() of a queued event
 
     async def run(self) -> None:
         lease = await self.lattice.lease_kv(self.timing.lease_ttl_s)
         while True:
             epoch = await self._campaign(lease)
             log.info("scheduler: %s is leader (epoch %d)", self.node_id, epoch)
+            self._lease, self._lease_rev = lease, epoch
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._renew(lease, epoch))
+                    tg.create_task(self._renew())
                     tg.create_task(self._lead(epoch))
             except* _LostLease:
                 log.warning("scheduler: %s lost the lease; campaigning again", self.node_id)
@@ -104,20 +110,30 @@ class SchedulerService:
                 pass
             await asyncio.sleep(self.timing.lease_ttl_s / 4)
 
-    async def _renew(self, lease: KeyValue, rev: int) -> None:
+    async def _renew(self) -> None:
         while True:
             await asyncio.sleep(self.timing.lease_ttl_s / 4)
             try:
-                rev = await lease.update(subjects.LEASE_KEY, self.node_id.encode(), last=rev)
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
-                raise _LostLease from exc
+                await self._hold_lease()
             except nats.errors.TimeoutError:
                 continue  # the server may still hold our lease; the next renew tells
+
+    async def _hold_lease(self) -> None:
+        """Renew the lease, proving we still lead; _LostLease if another node does."""
+        assert self._lease is not None
+        async with self._lease_lock:  # renewals and pre-write checks take turns
+            try:
+                self._lease_rev = await self._lease.update(
+                    subjects.LEASE_KEY, self.node_id.encode(), last=self._lease_rev
+                )
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
+                raise _LostLease from exc
 
     async def _lead(self, epoch: int) -> None:
         nodes = await self.lattice.kv_values(subjects.KV_NODES, NodeRecord)
         apps = await self.lattice.kv_values(subjects.KV_APPS, AppRecord)
         placed = await self.lattice.kv_values(subjects.KV_PLACE, NodeAssignment)
+        ctx = await self._context()
         self._revs = {k: rev for k, (_, rev) in placed.items()}
         state = SchedulerState(failure_timeout=self.timing.failure_timeout_s)
         self.state = state
@@ -131,6 +147,10 @@ class SchedulerService:
                     nodes={k: v for k, (v, _) in nodes.items()},
                     apps={k: v for k, (v, _) in apps.items()},
                     assignments={k: v for k, (v, _) in placed.items()},
+                    presence=ctx.get(subjects.PRESENCE_KEY),
+                    drained=frozenset(
+                        k.removeprefix("drain.") for k in ctx if k.startswith("drain.")
+                    ),
                 )
             )
         )
@@ -144,6 +164,7 @@ class SchedulerService:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch(subjects.KV_NODES, self._node_event))
                 tg.create_task(self._watch(subjects.KV_APPS, self._app_event))
+                tg.create_task(self._watch(subjects.KV_CTX, self._ctx_event))
                 tg.create_task(self._ticks())
                 while True:
                     event = await self._events.get()
@@ -152,6 +173,8 @@ class SchedulerService:
                     except Exception:  # a bad record must not take the scheduler down
                         log.exception("scheduler: could not handle %r; skipping it", event)
                         commands = []
+                    if commands:  # name the event each command's cause id refers to
+                        log.info("scheduler: %s <- %s", commands[0].cause, _describe(event))
                     await self._execute(commands)
                     done = self._handled.pop(id(event), None)
                     if done is not None and not done.done():
@@ -162,6 +185,11 @@ class SchedulerService:
 
     async def _execute(self, commands: list[Command]) -> None:
         kv = await self.lattice.kv(subjects.KV_PLACE)
+        if any(isinstance(c, Assign) for c in commands):
+            # A leader that stalled (a frozen laptop) may wake up deposed: check before
+            # writing, so its stale decisions never reach a node key the new leader
+            # has not written yet (those it has written, compare-and-set protects).
+            await self._hold_lease()
         for cmd in commands:
             if isinstance(cmd, NodeLost):
                 log.warning(
@@ -212,6 +240,18 @@ class SchedulerService:
             return NodeGone(now=self.clock(), node=key)
         return NodeUp(now=self.clock(), record=decode(value, NodeRecord))
 
+    async def _context(self) -> dict[str, str]:
+        raw = await self.lattice.kv_raw(subjects.KV_CTX)
+        return {k: v.decode() for k, (v, _) in raw.items()}
+
+    def _ctx_event(self, key: str, value: bytes | None) -> Event | None:
+        if key == subjects.PRESENCE_KEY:
+            return PresenceSet(now=self.clock(), node=value.decode() if value else None)
+        if key.startswith("drain."):
+            node = key.removeprefix("drain.")
+            return DrainSet(now=self.clock(), node=node, drained=value is not None)
+        return None
+
     def _app_event(self, key: str, value: bytes | None) -> Event:
         if value is None:
             return AppDeleted(now=self.clock(), name=key)
@@ -227,7 +267,16 @@ class SchedulerService:
             hb = decode(msg.data, HeartbeatMsg)
         except BadMessage:
             return
-        self._events.put_nowait(Heartbeat(now=self.clock(), node=hb.node, load=hb.load))
+        self._events.put_nowait(
+            Heartbeat(
+                now=self.clock(),
+                node=hb.node,
+                load=hb.load,
+                ready=frozenset(hb.ready),
+                work=hb.work,
+                power=hb.power,
+            )
+        )
 
     async def _on_why(self, msg: Msg) -> None:
         if self.state is None or not msg.reply:
@@ -255,3 +304,14 @@ class SchedulerService:
             return
         if msg.reply and self.state is not None:
             await self.lattice.nc.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))
+
+
+def _describe(event: Event) -> str:
+    """A short, log-friendly account of an event (without bulky snapshots)."""
+    name = type(event).__name__
+    if isinstance(event, Elected):
+        return f"{name}(epoch={event.epoch}, nodes={len(event.nodes)}, apps={len(event.apps)})"
+    if isinstance(event, NodeUp | AppPut):
+        return f"{name}({event.record.name})"
+    fields = {k: getattr(event, k) for k in event.__slots__ if k not in ("load", "now")}
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"

@@ -4,14 +4,24 @@ No I/O, no clock, no randomness: time arrives in events, and instance ids come f
 leader's epoch (its lease revision, which only grows) and a counter. Every command carries
 the id of the event that caused it, so logs and ``motes why`` can explain each move.
 
-Placement is level-triggered: after each event the whole desired layout is recomputed
-from (nodes, apps, current assignments) and only the nodes whose list changed get a new
-assignment. Current instances are kept where they are (sticky) unless their node is lost,
-their app's digest changed, or there are more than wanted.
+Placement is level-triggered: after an event that matters, the whole desired layout is
+recomputed from (nodes, apps, current assignments) and only nodes whose list changed get
+a new assignment. Instances stay where they are (sticky) unless
+
+- their node is lost, or now fails a placement veto that can change at run time (drain,
+  owner context, labels, capabilities): they move;
+- their app has a new digest: the new version's instances start beside them, and the old
+  ones are dropped once as many new ones are ready as are wanted (a surge upgrade);
+- there are more than wanted: the autoscaler lowered the count after an idle period.
+
+How many are wanted: ``min``, raised by the autoscaler to cover the reported work
+(in-flight plus queued calls, over ``concurrency`` per instance) up to ``max``, and by a
+caller's demand to at least one; back to ``min`` after ``idle`` seconds without work.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -25,9 +35,10 @@ from ..wire.messages import (
     NodeAssignment,
     NodeRecord,
     NodeVerdict,
+    Power,
     WhyReply,
 )
-from .policy import NodeView, judge
+from .policy import STICKY, NodeView, judge
 from .policy._types import amount
 
 __all__ = [
@@ -35,12 +46,14 @@ __all__ = [
     "AppPut",
     "Assign",
     "Demand",
+    "DrainSet",
     "Elected",
     "Event",
     "Heartbeat",
     "NodeGone",
     "NodeLost",
     "NodeUp",
+    "PresenceSet",
     "SchedulerState",
     "Tick",
 ]
@@ -57,6 +70,8 @@ class Elected:
     nodes: dict[str, NodeRecord]
     apps: dict[str, AppRecord]
     assignments: dict[str, NodeAssignment]
+    presence: str | None = None
+    drained: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +93,9 @@ class Heartbeat:
     now: float
     node: str
     load: Load
+    ready: frozenset[str] = frozenset()
+    work: dict[str, int] = field(default_factory=dict)
+    power: Power = field(default_factory=Power)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,7 +124,35 @@ class Demand:
     mote: str
 
 
-Event = Elected | NodeUp | NodeGone | Heartbeat | Tick | AppPut | AppDeleted | Demand
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceSet:
+    """``motes here``: the user is at this node (None: nobody is known to be anywhere)."""
+
+    now: float
+    node: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrainSet:
+    """``motes drain NODE``: move everything off it and place nothing more there."""
+
+    now: float
+    node: str
+    drained: bool
+
+
+Event = (
+    Elected
+    | NodeUp
+    | NodeGone
+    | Heartbeat
+    | Tick
+    | AppPut
+    | AppDeleted
+    | Demand
+    | PresenceSet
+    | DrainSet
+)
 
 # --- commands --------------------------------------------------------------------------
 
@@ -132,6 +178,10 @@ Command = Assign | NodeLost
 
 # --- state -----------------------------------------------------------------------------
 
+MoteKey = tuple[str, str]
+Plan = dict[str, list[InstanceSpec]]
+"""Node id -> the instances it should run."""
+
 
 @dataclass(slots=True)
 class _Node:
@@ -139,6 +189,11 @@ class _Node:
     last_seen: float
     alive: bool = True
     load: Load = field(default_factory=Load)
+    ready: frozenset[str] = frozenset()
+    work: dict[str, int] = field(default_factory=dict)
+    power: Power = field(default_factory=Power)
+    back_at: float | None = None
+    """When a node declared lost was heard again; it takes no new work for a while."""
 
 
 class SchedulerState:
@@ -149,8 +204,12 @@ class SchedulerState:
         self.epoch = 0
         self.nodes: dict[str, _Node] = {}
         self.apps: dict[str, AppRecord] = {}
-        self.assigned: dict[str, list[InstanceSpec]] = {}
-        self.demand: set[tuple[str, str]] = set()
+        self.assigned: Plan = {}
+        self.presence: str | None = None
+        self.drained: set[str] = set()
+        self.scale: dict[MoteKey, int] = {}
+        """Instances the autoscaler (or a caller's demand) wants, when above ``min``."""
+        self.busy_at: dict[MoteKey, float] = {}
         self._events = 0
         self._iids = 0
 
@@ -165,31 +224,38 @@ class SchedulerState:
                 self._elect(event)
                 cause = f"e{self.epoch}.{self._events}"
             case NodeUp(record=record):
-                self.nodes[record.id] = _Node(record, event.now)
+                known = self.nodes.get(record.id)
+                if known is None:
+                    self.nodes[record.id] = _Node(record, event.now)
+                else:  # a record rewritten (or replayed by a watcher): keep what we know
+                    known.record = record
             case NodeGone(node=node):
                 self.nodes.pop(node, None)
-            case Heartbeat(node=node):
-                known = self.nodes.get(node)
-                if known is None:
-                    return []
-                known.last_seen = event.now
-                known.load = event.load
-                if known.alive:
+            case Heartbeat():
+                if not self._heartbeat(event):
                     return []  # the common case: nothing to decide
-                known.alive = True
             case Tick():
                 commands += self._expire(event.now, cause)
-                if not commands:
+                settled = self._end_probation(event.now)
+                if not commands and not self._scale_in(event.now) and not settled:
                     return []
             case AppPut(record=record):
                 self.apps[record.name] = record
             case AppDeleted(name=name):
                 self.apps.pop(name, None)
-                self.demand = {d for d in self.demand if d[0] != name}
+                self.scale = {k: v for k, v in self.scale.items() if k[0] != name}
             case Demand(app=app, mote=mote):
-                if app not in self.apps or not any(m.name == mote for m in self.apps[app].motes):
+                spec = self._spec(app, mote)
+                if spec is None:
                     return []
-                self.demand.add((app, mote))
+                self.busy_at[(app, mote)] = event.now
+                if self.wanted(self.apps[app], spec) >= 1:
+                    return []
+                self.scale[(app, mote)] = 1
+            case PresenceSet(node=node):
+                self.presence = node
+            case DrainSet(node=node, drained=drained):
+                (self.drained.add if drained else self.drained.discard)(node)
         if self.epoch == 0:
             return []  # not leader yet: remember, decide nothing
         return commands + self._reconcile(cause)
@@ -201,42 +267,145 @@ class SchedulerState:
         self.nodes = {nid: _Node(rec, ev.now) for nid, rec in ev.nodes.items()}
         self.apps = dict(ev.apps)
         self.assigned = {nid: list(a.instances) for nid, a in ev.assignments.items()}
+        self.presence = ev.presence
+        self.drained = set(ev.drained)
+        # Keep what a previous leader scaled to: count what is placed now, per mote.
+        placed = Counter((i.app, i.mote) for insts in self.assigned.values() for i in insts)
+        for key, n in placed.items():
+            self.scale[key] = n
+            self.busy_at[key] = ev.now
+
+    def _heartbeat(self, ev: Heartbeat) -> bool:
+        """Record a heartbeat; True if it changes what should run."""
+        node = self.nodes.get(ev.node)
+        if node is None:
+            return False
+        changed = not node.alive or node.ready != ev.ready or node.power != ev.power
+        if not node.alive:
+            node.back_at = ev.now  # on probation: a flapping node must not attract work
+        node.last_seen = ev.now
+        node.alive = True
+        node.load = ev.load
+        node.ready = ev.ready
+        node.power = ev.power
+        node.work = ev.work
+        return self._scale_out(ev.now) or changed
 
     def _expire(self, now: float, cause: str) -> list[Command]:
+        alive = [n for n in self.nodes.values() if n.alive]
+        if alive and all(now - n.last_seen > self.failure_timeout for n in alive):
+            # Every node silent at once, our own included: we were not listening (this
+            # process stalled), which is no evidence against anyone.
+            return []
         lost: list[Command] = []
         for nid, node in self.nodes.items():
             silent = now - node.last_seen
             if node.alive and silent > self.failure_timeout:
                 node.alive = False
+                node.ready = frozenset()
+                node.work = {}
                 lost.append(NodeLost(node=nid, silent_s=round(silent, 3), cause=cause))
         return lost
 
-    # --- placement ---------------------------------------------------------------------
+    def _end_probation(self, now: float) -> bool:
+        ended = False
+        for node in self.nodes.values():
+            if node.back_at is not None and now - node.back_at >= self.failure_timeout:
+                node.back_at = None
+                ended = True
+        return ended
+
+    # --- autoscaling -------------------------------------------------------------------
 
     def wanted(self, app: AppRecord, mote: MoteSpec) -> int:
-        base = mote.min
-        if (app.name, mote.name) in self.demand:
-            base = max(base, 1)
-        return min(base, mote.max)
+        return min(max(mote.min, self.scale.get((app.name, mote.name), 0)), mote.max)
+
+    def _work(self) -> dict[MoteKey, int]:
+        by_iid = {
+            iid: n for node in self.nodes.values() if node.alive for iid, n in node.work.items()
+        }
+        work: dict[MoteKey, int] = defaultdict(int)
+        for insts in self.assigned.values():
+            for inst in insts:
+                work[(inst.app, inst.mote)] += by_iid.get(inst.iid, 0)
+        return work
+
+    def _scale_out(self, now: float) -> bool:
+        """Raise a mote's count when its work exceeds what its ready instances take.
+
+        Conservative on purpose: not while instances of it are still starting (their
+        queues would count twice), and at most doubling per step, so a burst on a small
+        machine does not turn into a storm of process starts.
+        """
+        changed = False
+        for key, load in self._work().items():
+            if load <= 0:
+                continue
+            self.busy_at[key] = now
+            app, spec = self.apps.get(key[0]), self._spec(*key)
+            if app is None or spec is None:
+                continue
+            placed, ready = self._counts(app, spec)
+            if ready < placed:
+                continue  # wait for the ones starting
+            per = max(spec.concurrency, 1)
+            if load <= ready * per:
+                continue
+            want = min(spec.max, math.ceil(load / per), max(1, 2 * ready))
+            if want > self.wanted(app, spec):
+                self.scale[key] = want
+                changed = True
+        return changed
+
+    def _counts(self, app: AppRecord, spec: MoteSpec) -> tuple[int, int]:
+        """(placed, ready) instances of the mote's current version."""
+        placed = ready = 0
+        for nid, insts in self.assigned.items():
+            node = self.nodes.get(nid)
+            for inst in insts:
+                if _same(inst, app, spec):
+                    placed += 1
+                    ready += node is not None and inst.iid in node.ready
+        return placed, ready
+
+    def _scale_in(self, now: float) -> bool:
+        changed = False
+        for key in list(self.scale):
+            spec = self._spec(*key)
+            if spec is None:
+                del self.scale[key]
+                continue
+            if now - self.busy_at.get(key, now) > spec.idle:
+                was = self.scale.pop(key)  # back to min
+                changed = changed or was > spec.min
+        return changed
+
+    def _spec(self, app: str, mote: str) -> MoteSpec | None:
+        record = self.apps.get(app)
+        return next((m for m in record.motes if m.name == mote), None) if record else None
+
+    # --- placement ---------------------------------------------------------------------
 
     def _reconcile(self, cause: str) -> list[Command]:
         live = {nid for nid, n in self.nodes.items() if n.alive}
-        # Keep instances on live nodes whose app and version are still wanted.
-        plan: dict[str, list[InstanceSpec]] = {nid: [] for nid in self.nodes}
+        plan: Plan = {nid: [] for nid in self.nodes}
+        previous: dict[MoteKey, list[tuple[str, InstanceSpec]]] = defaultdict(list)
         for nid, instances in self.assigned.items():
             if nid not in live:
                 continue
             for inst in instances:
                 app = self.apps.get(inst.app)
-                if (
-                    app
-                    and app.digest == inst.digest
-                    and any(m.name == inst.mote for m in app.motes)
-                ):
+                spec = self._spec(inst.app, inst.mote)
+                if app is None or spec is None or spec.kind != inst.kind:
+                    continue
+                if inst.digest != app.digest:
+                    previous[(inst.app, inst.mote)].append((nid, inst))
+                elif not self._evicted(spec, app, nid, plan):
                     plan[nid].append(inst)
         for app in sorted(self.apps.values(), key=lambda a: a.name):
             for mote in app.motes:
                 self._fit(app, mote, plan)
+                self._retire_or_keep(app, mote, previous.get((app.name, mote.name), []), plan)
         commands: list[Command] = []
         for nid in sorted(set(plan) | set(self.assigned)):
             new = plan.get(nid, [])
@@ -246,12 +415,34 @@ class SchedulerState:
         self.assigned = {nid: insts for nid, insts in plan.items() if insts or nid in self.assigned}
         return commands
 
-    def _fit(self, app: AppRecord, mote: MoteSpec, plan: dict[str, list[InstanceSpec]]) -> None:
+    def _evicted(self, mote: MoteSpec, app: AppRecord, nid: str, plan: Plan) -> bool:
+        """Does the node now fail a veto that can change at run time (drain, presence...)?"""
+        view = self._view(nid, mote, app, plan)
+        return not all(rule(mote, view).ok for rule in STICKY)
+
+    def _retire_or_keep(
+        self,
+        app: AppRecord,
+        mote: MoteSpec,
+        old: list[tuple[str, InstanceSpec]],
+        plan: Plan,
+    ) -> None:
+        """Keep the previous version serving until enough of the new one is ready."""
+        if not old:
+            return
+        want = self.wanted(app, mote)
+        new = [(nid, i) for nid, insts in plan.items() for i in insts if _same(i, app, mote)]
+        ready = sum(1 for nid, i in new if i.iid in self.nodes[nid].ready)
+        if want == 0 or (new and ready >= min(want, len(new))):
+            return  # the new version carries the load: the old instances are dropped
+        for nid, inst in old:
+            plan[nid].append(inst)
+
+    def _fit(self, app: AppRecord, mote: MoteSpec, plan: Plan) -> None:
         """Bring the mote's instance count in ``plan`` to what is wanted, then shard actors."""
         mine = [(nid, i) for nid, insts in plan.items() for i in insts if _same(i, app, mote)]
         want = self.wanted(app, mote)
-        # Too many: drop from the most crowded nodes first.
-        while len(mine) > want:
+        while len(mine) > want:  # too many: drop from the most crowded nodes first
             counts = Counter(nid for nid, _ in mine)
             nid, inst = max(mine, key=lambda p: (counts[p[0]], p[1].iid))
             plan[nid].remove(inst)
@@ -279,7 +470,7 @@ class SchedulerState:
         self,
         mote: MoteSpec,
         mine: list[tuple[str, InstanceSpec]],
-        plan: dict[str, list[InstanceSpec]],
+        plan: Plan,
     ) -> None:
         """Split the key space's shards evenly over the actor's instances, by iid order."""
         ordered = sorted(mine, key=lambda p: p[1].iid)
@@ -287,37 +478,39 @@ class SchedulerState:
         for index, (nid, inst) in enumerate(ordered):
             shards = [s for s in range(mote.shards) if s % n == index]
             if inst.shards != shards or inst.nshards != mote.shards:
-                fresh = _with_shards(inst, shards, mote.shards)
+                fresh = msgspec.structs.replace(inst, shards=shards, nshards=mote.shards)
                 plan[nid][plan[nid].index(inst)] = fresh
 
-    def _view(
-        self, nid: str, mote: MoteSpec, app: AppRecord, plan: dict[str, list[InstanceSpec]]
-    ) -> NodeView:
+    def _view(self, nid: str, mote: MoteSpec, app: AppRecord, plan: Plan) -> NodeView:
         node = self.nodes[nid]
         used: dict[str, float] = defaultdict(float)
         same = 0
-        specs = {(a.name, m.name): m for a in self.apps.values() for m in a.motes}
         for inst in plan.get(nid, []):
-            spec = specs.get((inst.app, inst.mote))
+            spec = self._spec(inst.app, inst.mote)
             if spec is not None:
                 for res in ("cpu", "memory_mb", "gpu"):
                     used[res] += amount(spec.needs, res) or 0.0
             if inst.app == app.name and inst.mote == mote.name:
                 same += 1
+        labels = node.record.labels
         return NodeView(
             id=nid,
             name=node.record.name,
             inventory=node.record.inventory,
-            labels=node.record.labels,
+            labels=labels,
             alive=node.alive,
             used=dict(used),
             same_mote=same,
             instances=len(plan.get(nid, [])),
+            drained=nid in self.drained,
+            rejoining=node.back_at is not None,
+            present=self.presence == nid,
+            presence_known=self.presence is not None,
+            on_battery=node.power.on_battery or labels.get("power") == "battery",
+            battery_pct=node.power.battery_pct,
         )
 
-    def _best_node(
-        self, mote: MoteSpec, plan: dict[str, list[InstanceSpec]], app: AppRecord
-    ) -> str | None:
+    def _best_node(self, mote: MoteSpec, plan: Plan, app: AppRecord) -> str | None:
         best: tuple[float, str] | None = None
         for nid in sorted(self.nodes):
             ok, score, _ = judge(mote, self._view(nid, mote, app, plan))
@@ -331,13 +524,13 @@ class SchedulerState:
         """Every node's verdict, per rule, for placing one more instance of the mote."""
         qual = f"{app_name}.{mote_name}"
         app = self.apps.get(app_name)
-        mote = next((m for m in app.motes if m.name == mote_name), None) if app else None
+        mote = self._spec(app_name, mote_name)
         if app is None or mote is None:
             return WhyReply(mote=qual, desired=0, placed=0, nodes=[], note="not deployed")
         plan = {nid: list(insts) for nid, insts in self.assigned.items()}
         rows: list[NodeVerdict] = []
         placed = 0
-        for nid in sorted(self.nodes):
+        for nid in sorted(self.nodes, key=lambda n: self.nodes[n].record.name):
             view = self._view(nid, mote, app, plan)
             _, _, verdicts = judge(mote, view)
             rows.append(
@@ -349,13 +542,11 @@ class SchedulerState:
         if placed < want:
             note = f"{want - placed} instance(s) pending: no node passes every rule"
         elif want == 0:
-            note = "min=0 and no demand yet: an instance starts on the first call"
+            note = "min=0 and no work: an instance starts on the first call"
+        elif want > mote.min:
+            note = f"scaled out to {want} for the reported work (min {mote.min}, max {mote.max})"
         return WhyReply(mote=qual, desired=want, placed=placed, nodes=rows, note=note)
 
 
 def _same(inst: InstanceSpec, app: AppRecord, mote: MoteSpec) -> bool:
     return inst.app == app.name and inst.mote == mote.name and inst.digest == app.digest
-
-
-def _with_shards(inst: InstanceSpec, shards: list[int], nshards: int) -> InstanceSpec:
-    return msgspec.structs.replace(inst, shards=shards, nshards=nshards)

@@ -1,14 +1,15 @@
 """Connections to the lattice and the JetStream resources every component shares.
 
-``Lattice`` wraps one nats-py connection with the KV buckets, the bundle object store and
-the log stream, created on first use with the same settings by whoever comes first.
+``Lattice`` wraps one nats-py connection with the KV buckets, the bundle object store, the
+log stream and the durable-call stream, created on first use with the same settings by
+whoever comes first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -18,7 +19,13 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.api import (
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -26,10 +33,15 @@ from ..errors import TransportError
 from . import subjects
 from .codec import decode
 
-__all__ = ["Lattice", "scatter", "watch_key"]
+__all__ = ["Lattice", "scatter", "watch_key", "watch_puts"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+RESULT_TTL_S = 24 * 3600.0
+"""How long a durable call's result is kept (and answers a repeated call id)."""
+DUPLICATE_WINDOW_S = 120.0
+"""A durable call re-published with the same id within this window is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +56,9 @@ _BUCKETS = (
     _Bucket(subjects.KV_APPS, history=8),
     _Bucket(subjects.KV_PLACE),
     _Bucket(subjects.KV_ACTORS),
+    _Bucket(subjects.KV_CTX),
+    _Bucket(subjects.KV_RESULTS, ttl=RESULT_TTL_S),
+    _Bucket(subjects.KV_FLOWS, history=8),
 )
 
 
@@ -56,6 +71,7 @@ class Lattice:
         self.replicas = replicas
         self._kv: dict[str, KeyValue] = {}
         self._bundles: ObjectStore | None = None
+        self._calls_stream = False
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "motes", replicas: int = 1) -> Lattice:
@@ -166,22 +182,49 @@ class Lattice:
             except nats.js.errors.BadRequestError:
                 pass
 
-    async def kv_values(self, bucket: str, type_: type[T]) -> dict[str, tuple[T, int]]:
-        """Every live key of a bucket, decoded, with its revision."""
+    async def ensure_calls_stream(self) -> None:
+        """The work queue of durable calls: a message leaves it when a worker acks it."""
+        if self._calls_stream:
+            return
+        config = StreamConfig(
+            name=subjects.STREAM_CALLS,
+            subjects=[subjects.DURABLE_ALL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_msg_size=self.max_payload,
+            num_replicas=self.replicas,
+        )
+        try:
+            await self.js.stream_info(subjects.STREAM_CALLS)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                pass  # another process created it first
+        self._calls_stream = True
+
+    async def kv_raw(self, bucket: str) -> dict[str, tuple[bytes, int]]:
+        """Every live key of a bucket with its value and revision."""
         kv = await self.kv(bucket)
-        out: dict[str, tuple[T, int]] = {}
+        out: dict[str, tuple[bytes, int]] = {}
         watcher = await kv.watchall(ignore_deletes=True)
         try:
             async for entry in watcher:
                 if entry is None:
                     break
                 if entry.value:
-                    out[entry.key] = (decode(entry.value, type_), entry.revision)
+                    out[entry.key] = (entry.value, entry.revision)
                 if entry.delta == 0:
                     break
         finally:
             await watcher.stop()
         return out
+
+    async def kv_values(self, bucket: str, type_: type[T]) -> dict[str, tuple[T, int]]:
+        """Every live key of a bucket, decoded, with its revision."""
+        raw = await self.kv_raw(bucket)
+        return {k: (decode(v, type_), rev) for k, (v, rev) in raw.items()}
 
 
 async def scatter(
@@ -232,5 +275,27 @@ async def watch_key(kv: KeyValue, key: str) -> AsyncIterator[bytes | None]:
             if entry is None:
                 continue
             yield None if entry.operation in ("DEL", "PURGE") else entry.value
+    finally:
+        await watcher.stop()
+
+
+async def watch_puts(
+    kv: KeyValue, keys: str, *, idle: float
+) -> AsyncGenerator[tuple[str, bytes] | None, None]:
+    """Yield ``(key, value)`` for every value of ``keys`` (a key or a filter), the current
+    ones first, then each new one; yield None after ``idle`` seconds without one.
+
+    Use it inside ``contextlib.aclosing`` so the watcher stops as soon as you are done.
+    """
+    watcher = await kv.watch(keys)
+    try:
+        while True:
+            try:
+                entry = await watcher.updates(timeout=idle)
+            except nats.errors.TimeoutError:
+                yield None
+                continue
+            if entry is not None and entry.value and entry.operation is None:
+                yield entry.key, bytes(entry.value)
     finally:
         await watcher.stop()

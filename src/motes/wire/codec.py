@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..errors import BadMessage, EncodeError, MotesError, PayloadTooLarge, error_from_wire
-from .messages import Batch, BatchReply, Err, Ok, Reply, Request
+from .messages import Batch, BatchReply, DurableCall, Err, Ok, Reply, Request
 
 __all__ = [
     "batch_results",
@@ -48,7 +48,7 @@ def check_size(data: bytes, limit: int, what: str) -> bytes:
     return data
 
 
-def encode_request(msg: Request, limit: int, mote: str) -> bytes:
+def encode_request(msg: Request | DurableCall, limit: int, mote: str) -> bytes:
     """Encode a call; an unencodable argument raises EncodeError naming it."""
     try:
         data = _encoder.encode(msg)
@@ -68,7 +68,7 @@ def encode_value_reply(value: Any, limit: int, mote: str) -> bytes:
     return data
 
 
-def _name_bad_value(msg: Request, exc: Exception) -> EncodeError:
+def _name_bad_value(msg: Request | DurableCall, exc: Exception) -> EncodeError:
     items: list[tuple[str, Any]] = []
     if isinstance(msg, Batch):
         for i, args in enumerate(msg.items):

@@ -17,7 +17,9 @@ __all__ = [
     "Batch",
     "BatchReply",
     "Call",
+    "DurableCall",
     "Err",
+    "FlowDef",
     "Heartbeat",
     "InstanceSpec",
     "InstanceStatus",
@@ -31,6 +33,7 @@ __all__ = [
     "NodeRecord",
     "NodeStatus",
     "Ok",
+    "Power",
     "Reply",
     "Request",
     "Verdict",
@@ -72,6 +75,25 @@ class ActorCall(msgspec.Struct, frozen=True, array_like=True, tag="a1"):
 Request = Call | Batch | ActorCall
 
 
+class DurableCall(msgspec.Struct, frozen=True, array_like=True, tag="d1"):
+    """A call kept in the ``MOTES_CALLS`` work queue until its result is stored.
+
+    ``call_id`` names the result: a second call with the same id is not run again. For
+    a flow, ``call_id`` is the item's id and the subject names the stage to run.
+    """
+
+    call_id: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    timeout_ms: int
+    flow: str = ""
+    """The flow this item travels ("" for a plain durable call)."""
+    path: list[str] = []
+    """Flows: the stages after this one, in the definition the item last moved under."""
+    done: list[str] = []
+    """Flows: the stages this item has already run; it never runs one twice."""
+
+
 class Ok(msgspec.Struct, frozen=True, array_like=True, tag="r1"):
     value: Any
 
@@ -104,11 +126,16 @@ class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):
     max: int = 8
     needs: dict[str, Any] = {}
     labels: dict[str, str] = {}
-    concurrency: int = 0
-    """Calls one instance serves at once; 0 means 1 for sync handlers, 64 for async."""
+    concurrency: int = 1
+    """Calls one instance serves at once (1 for sync handlers); the autoscaler's target."""
     spread: Literal["spread", "pack"] = "spread"
     shards: int = 64
     """Actors only: how many shards the key space is split into."""
+    usage: Literal["any", "batch", "interactive"] = "any"
+    """Owner context: ``batch`` avoids machines in use or on battery; ``interactive``
+    runs where the user is (``motes here``). Declared as ``kind=`` on the decorator."""
+    idle: float = 30.0
+    """Seconds without work after which instances above ``min`` are stopped."""
 
 
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True, tag="app1"):
@@ -121,6 +148,17 @@ class AppRecord(msgspec.Struct, frozen=True, kw_only=True, tag="app1"):
     requirements: list[str] = []
     deployed_at: float = 0.0
     previous: str | None = None
+    flows: dict[str, list[str]] = {}
+    """Flows as declared in the app (``App.flow``): name -> stages."""
+
+
+class FlowDef(msgspec.Struct, frozen=True, kw_only=True, tag="flow1"):
+    """A flow's current wiring (KV ``motes_flows``); ``motes flow set`` replaces it."""
+
+    app: str
+    name: str
+    stages: list[str]
+    updated_at: float = 0.0
 
 
 class InstanceSpec(msgspec.Struct, frozen=True, kw_only=True, tag="inst1"):
@@ -158,6 +196,8 @@ class Inventory(msgspec.Struct, frozen=True, kw_only=True, tag="inv1"):
     os: str
     gpus: int = 0
     gpu_names: list[str] = []
+    screen: bool = False
+    camera: bool = False
 
 
 class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, tag="node1"):
@@ -180,10 +220,22 @@ class Load(msgspec.Struct, frozen=True, kw_only=True, tag="load1"):
     cpu_load: float = 0.0
 
 
+class Power(msgspec.Struct, frozen=True, kw_only=True, tag="power1"):
+    """Where the node's power comes from, read from /sys/class/power_supply or labels."""
+
+    on_battery: bool = False
+    battery_pct: float | None = None
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="hb1"):
     node: str
     seq: int
     load: Load
+    ready: list[str] = []
+    """Instances on this node that are serving."""
+    work: dict[str, int] = {}
+    """Per instance: calls in flight plus calls queued at it (the autoscaler's signal)."""
+    power: Power = Power()
 
 
 class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag="nstat1"):
@@ -202,6 +254,7 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
     state: str
     pid: int = 0
     inflight: int = 0
+    queued: int = 0
     served: int = 0
     failed: int = 0
     restarts: int = 0
@@ -278,3 +331,7 @@ class WhyReply(msgspec.Struct, frozen=True, kw_only=True, tag="why1"):
     placed: int
     nodes: list[NodeVerdict]
     note: str = ""
+
+    def vetoes(self) -> list[str]:
+        """Every distinct ``rule: reason`` that vetoed some node, sorted."""
+        return sorted({f"{v.rule}: {v.reason}" for n in self.nodes for v in n.verdicts if not v.ok})

@@ -13,9 +13,19 @@ Layout (``{node}``, ``{app}``, ``{mote}`` are validated names, never user free t
     motes.node.{node}.load             that node's workers report load to their agent
     motes.w.{worker}                   one worker process's control requests
     motes.log.{app}.{mote}.{node}      worker output, kept in the MOTES_LOGS stream
+    motes.durable.{app}.{mote}         durable calls, kept in the MOTES_CALLS work queue
+
+KV keys of stored durable results (``{token}`` is a KV-safe spelling of a call id)::
+
+    c.{app}.{mote}.{token}             the result of a durable call
+    f.{app}.{flow}.{token}             the result of a flow item (its last stage's result)
+    s.{app}.{flow}.{stage}.{token}     one stage's result for one flow item
 """
 
 from __future__ import annotations
+
+import base64
+import re
 
 PREFIX = "motes"
 
@@ -25,8 +35,14 @@ KV_APPS = "motes_apps"
 KV_PLACE = "motes_place"
 KV_LEASE = "motes_lease"
 KV_ACTORS = "motes_actors"
+KV_CTX = "motes_ctx"
+"""Owner context: key ``presence`` (node id where the user is), ``drain.{node}``."""
+PRESENCE_KEY = "presence"
 OBJ_BUNDLES = "motes_bundles"
 STREAM_LOGS = "MOTES_LOGS"
+KV_RESULTS = "motes_results"
+KV_FLOWS = "motes_flows"
+STREAM_CALLS = "MOTES_CALLS"
 
 LEASE_KEY = "scheduler"
 CTL_NODES = f"{PREFIX}.ctl.nodes"
@@ -35,6 +51,7 @@ SCHED_WHY = f"{PREFIX}.sched.why"
 SCHED_DEMAND = f"{PREFIX}.sched.demand"
 HEARTBEATS = f"{PREFIX}.hb.*"
 LOGS_ALL = f"{PREFIX}.log.>"
+DURABLE_ALL = f"{PREFIX}.durable.>"
 
 
 def call(app: str, mote: str) -> str:
@@ -79,6 +96,70 @@ def log_filter(app: str | None = None, mote: str | None = None) -> str:
     return f"{PREFIX}.log.{app}.{mote}.*"
 
 
+def drain_key(node: str) -> str:
+    return f"drain.{node}"
+
+
 def actor_kv_key(app: str, mote: str, key_token: str) -> str:
     """KV key of one actor activation's state; ``key_token`` is already KV-safe."""
     return f"{app}.{mote}.{key_token}"
+
+
+def durable(app: str, mote: str) -> str:
+    """Durable calls to one function mote (stream ``MOTES_CALLS``)."""
+    return f"{PREFIX}.durable.{app}.{mote}"
+
+
+def parse_durable(subject: str) -> tuple[str, str] | None:
+    """``(app, mote)`` of a durable-call subject, or None if it is not one."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[:2] != [PREFIX, "durable"]:
+        return None
+    return parts[2], parts[3]
+
+
+def durable_consumer(app: str, mote: str) -> str:
+    """The one consumer all instances of a mote pull durable calls from.
+
+    ``~`` cannot occur in app or mote names, so two motes never share a consumer.
+    """
+    return f"d~{app}~{mote}"
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
+
+
+def call_token(call_id: str) -> str:
+    """A KV-safe, one-to-one spelling of a call id for result keys and message ids.
+
+    Plain ids (letters, digits, ``_``, ``-``, up to three dots) stay as they are, so a
+    batch's results share a key prefix; anything else is ``=`` and its base64url.
+    """
+    if _PLAIN_ID.fullmatch(call_id):
+        return call_id
+    return "=" + base64.urlsafe_b64encode(call_id.encode()).decode().rstrip("=")
+
+
+def call_result_key(app: str, mote: str, token: str) -> str:
+    """KV key (bucket ``motes_results``) of a durable call's result; ``token`` is KV-safe."""
+    return f"c.{app}.{mote}.{token}"
+
+
+def call_results(app: str, mote: str, prefix: str) -> str:
+    """A KV key filter matching the results of calls whose ids are ``{prefix}.{something}``."""
+    return f"c.{app}.{mote}.{prefix}.*"
+
+
+def flow_result_key(app: str, flow: str, token: str) -> str:
+    """KV key of a flow item's result (what its last stage returned)."""
+    return f"f.{app}.{flow}.{token}"
+
+
+def stage_result_key(app: str, flow: str, stage: str, token: str) -> str:
+    """KV key of one stage's result for one flow item: a redelivered stage is not re-run."""
+    return f"s.{app}.{flow}.{stage}.{token}"
+
+
+def flow_kv_key(app: str, flow: str) -> str:
+    """KV key (bucket ``motes_flows``) of a flow's current definition."""
+    return f"{app}.{flow}"

@@ -14,14 +14,18 @@ from ._types import NodeView
 from .capabilities import capabilities
 from .labels import labels
 from .liveness import liveness
+from .owner import owner
 from .resources import resources
 from .spread import spread
 
-__all__ = ["RULES", "NodeView", "Rule", "judge"]
+__all__ = ["RULES", "STICKY", "NodeView", "Rule", "judge"]
 
 Rule = Callable[[MoteSpec, NodeView], Verdict]
 
-RULES: tuple[Rule, ...] = (liveness, resources, capabilities, labels, spread)
+RULES: tuple[Rule, ...] = (liveness, resources, capabilities, labels, owner, spread)
+STICKY: tuple[Rule, ...] = (liveness, capabilities, labels, owner)
+"""Vetoes that can start failing for an instance already placed: it then moves.
+(Resources and spread count the instance itself, so they only judge new placements.)"""
 
 
 def judge(mote: MoteSpec, node: NodeView) -> tuple[bool, float, list[Verdict]]:

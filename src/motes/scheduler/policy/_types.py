@@ -21,6 +21,16 @@ class NodeView:
     """Instances of the mote being placed that this node already runs."""
     instances: int = 0
     """All instances placed on this node."""
+    rejoining: bool = False
+    """Heard again after being declared lost: on probation, no new work yet."""
+    drained: bool = False
+    """``motes drain``: nothing new goes here and what runs here moves."""
+    present: bool = False
+    """The user is at this node (``motes here``)."""
+    presence_known: bool = False
+    """The user is known to be at some node."""
+    on_battery: bool = False
+    battery_pct: float | None = None
 
 
 def amount(needs: dict[str, Any], resource: str) -> float | None:
@@ -29,3 +39,18 @@ def amount(needs: dict[str, Any], resource: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         return None
     return float(value)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def gpu_count(node: NodeView) -> int:
+    """GPUs a node offers: detected, or declared by label (``gpus=2`` or ``gpu=true``)."""
+    if "gpus" in node.labels:
+        try:
+            return max(int(node.labels["gpus"]), 0)
+        except ValueError:
+            return 0
+    if "gpu" in node.labels:
+        return 1 if node.labels["gpu"].lower() in _TRUE else 0
+    return node.inventory.gpus

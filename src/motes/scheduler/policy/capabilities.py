@@ -1,10 +1,11 @@
 """Capabilities a mote needs (``gpu``, ``arch``, ``os``, ``screen``, ``camera``) veto nodes
-that lack them. Node labels override what the node detected (``screen=true``)."""
+that lack them. Node labels override what the node detected (``screen=false`` hides a
+display the node has; ``gpu=true`` declares one nvidia-smi cannot see)."""
 
 from __future__ import annotations
 
 from ...wire.messages import MoteSpec, Verdict
-from ._types import NodeView
+from ._types import NodeView, gpu_count
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -17,8 +18,7 @@ def capabilities(mote: MoteSpec, node: NodeView) -> Verdict:
     needs = mote.needs
     inv = node.inventory
     missing: list[str] = []
-    gpu = needs.get("gpu")
-    if gpu and inv.gpus == 0 and not _flag(node, "gpu"):
+    if needs.get("gpu") and gpu_count(node) == 0:
         missing.append("a gpu")
     for key, have in (
         ("arch", node.labels.get("arch", inv.arch)),
@@ -28,7 +28,9 @@ def capabilities(mote: MoteSpec, node: NodeView) -> Verdict:
         if want and str(want).lower() != have.lower():
             missing.append(f"{key}={want} (node is {have})")
     for flag in ("screen", "camera"):
-        if needs.get(flag) and not _flag(node, flag):
+        detected = bool(getattr(inv, flag))
+        has = _flag(node, flag) if flag in node.labels else detected
+        if needs.get(flag) and not has:
             missing.append(f"a {flag}")
     if missing:
         return Verdict(rule="capabilities", ok=False, reason="lacks " + ", ".join(missing))

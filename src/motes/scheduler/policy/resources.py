@@ -7,12 +7,16 @@ emptier nodes; for ``pack`` motes the sign flips and fuller nodes win.
 from __future__ import annotations
 
 from ...wire.messages import MoteSpec, Verdict
-from ._types import NodeView, amount
+from ._types import NodeView, amount, gpu_count
 
 
 def resources(mote: MoteSpec, node: NodeView) -> Verdict:
     inv = node.inventory
-    capacity = {"cpu": float(inv.cpus), "memory_mb": float(inv.memory_mb), "gpu": float(inv.gpus)}
+    capacity = {
+        "cpu": float(inv.cpus),
+        "memory_mb": float(inv.memory_mb),
+        "gpu": float(gpu_count(node)),
+    }
     for res, cap in capacity.items():
         need = amount(mote.needs, res)
         if need is None:

@@ -1,0 +1,442 @@
+"""Durable calls and flows from the client: submit, wait for stored results, see queues.
+
+A durable call is one ``DurableCall`` message on the ``MOTES_CALLS`` work queue, subject
+``motes.durable.{app}.{mote}``. Its ``Nats-Msg-Id`` is its result key, so the server
+drops a repeat of the same call id within the duplicate window; after that, workers
+find the stored result and do not run it again. The result lives in the
+``motes_results`` KV bucket, where ``CallHandle.result`` watches for it: the caller may
+go away and come back (``Mesh.handle``), and a worker that dies mid-call only delays it.
+
+Flows are durable calls whose worker forwards each result to the next stage itself; the
+client puts an item in at the first stage and watches for the flow's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from ..app.app import check_flow
+from ..errors import (
+    BadMessage,
+    CallTimeout,
+    EncodeError,
+    MotesError,
+    NoInstance,
+    RequestError,
+    TransportError,
+    UnknownFlow,
+)
+from ..ids import MoteRef
+from ..wire import subjects
+from ..wire.bus import Lattice, watch_puts
+from ..wire.codec import check_size, decode, decode_reply, encode, encode_request, raise_for
+from ..wire.messages import AppRecord, DurableCall, Err, FlowDef, MoteSpec, Ok
+
+__all__ = ["CallHandle", "Durable", "Flow", "QueueStat"]
+
+log = logging.getLogger(__name__)
+
+_WAKE_EVERY_S = 5.0
+"""While a caller waits, how often it reminds the scheduler that a min=0 mote has work."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStat:
+    """Durable calls of one mote that have no stored result yet."""
+
+    mote: str
+    depth: int
+    """Calls in the queue: waiting, or running on an instance."""
+    running: int
+    """Calls an instance holds right now (delivered, not yet acked)."""
+    oldest_s: float
+    """Age of the oldest call in the queue, in seconds."""
+
+
+class CallHandle:
+    """A submitted durable call or flow item: ``await handle.result()``.
+
+    The call runs whether or not anyone waits; ``id`` names it, and
+    ``mesh.handle(name, id)`` gets the handle back from anywhere.
+    """
+
+    def __init__(self, durable: Durable, name: str, call_id: str, key: str, wake: list[MoteRef]):
+        self._durable = durable
+        self.name = name
+        self.id = call_id
+        self._key = key
+        self._wake = wake
+
+    def __repr__(self) -> str:
+        return f"<durable call {self.name} {self.id!r}>"
+
+    async def done(self) -> bool:
+        """Whether the result is stored (the call completed, with a value or an error)."""
+        return await self._durable.stored(self._key) is not None
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the stored result; return its value or raise its typed error.
+
+        ``timeout`` bounds the wait only (CallTimeout); the call stays queued. None waits
+        as long as it takes.
+        """
+        kv = await self._durable.results()
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self._wait(kv)
+        except TimeoutError:
+            raise CallTimeout(self.name, timeout or 0) from None
+        return _reply_value(data)
+
+    async def _wait(self, kv: KeyValue) -> bytes:
+        async with aclosing(watch_puts(kv, self._key, idle=_WAKE_EVERY_S)) as updates:
+            async for update in updates:
+                if update is not None:
+                    return update[1]
+                await self._durable.wake(self._wake)
+        raise AssertionError("unreachable: the watch ends only when stopped")
+
+
+class Flow:
+    """A deployed flow: ``await flow.submit(item)`` puts an item in at the first stage."""
+
+    def __init__(self, durable: Durable, ref: MoteRef) -> None:
+        self._durable = durable
+        self.app = ref.app
+        self.name = ref.mote
+        self._ref = ref
+
+    def __repr__(self) -> str:
+        return f"<flow {self._ref}>"
+
+    async def stages(self) -> list[str]:
+        """The flow's current wiring."""
+        return (await self._durable.flow_def(self._ref)).stages
+
+    def handle(self, item_id: str) -> CallHandle:
+        """The handle of an item submitted earlier, by its id."""
+        return self._durable.handle(self._ref, item_id, flow=True)
+
+    async def submit(
+        self, item: Any, *, key: str | None = None, timeout: float | None = None
+    ) -> CallHandle:
+        """Send ``item`` through the flow; the handle's result is the last stage's result.
+
+        ``key`` makes the submission idempotent, as for ``Mesh.submit``; ``timeout`` is
+        each stage's deadline.
+        """
+        return await self._durable.submit_item(self._ref, item, key, timeout)
+
+
+class Durable:
+    """The client's durable-call machinery; ``Mesh`` delegates to it."""
+
+    def __init__(
+        self,
+        lattice: Lattice,
+        *,
+        call_timeout_s: float,
+        spec: Callable[[MoteRef], Awaitable[MoteSpec]],
+        demand: Callable[[MoteRef], Awaitable[None]],
+        app: Callable[[str], Awaitable[AppRecord | None]],
+    ) -> None:
+        self.lattice = lattice
+        self.js = lattice.js
+        self.call_timeout_s = call_timeout_s
+        self._spec = spec
+        self._demand = demand
+        self._app = app
+        self._woken: dict[MoteRef, float] = {}
+
+    async def results(self) -> KeyValue:
+        return await self.lattice.kv(subjects.KV_RESULTS)
+
+    async def stored(self, key: str) -> bytes | None:
+        kv = await self.results()
+        try:
+            entry = await kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        return entry.value or None
+
+    # --- calls -------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        ref: MoteRef,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        key: str | None,
+        timeout: float | None,
+    ) -> CallHandle:
+        await self._function_spec(ref)
+        call_id = _call_id(key)
+        rkey = subjects.call_result_key(ref.app, ref.mote, subjects.call_token(call_id))
+        handle = CallHandle(self, str(ref), call_id, rkey, [ref])
+        if key is not None and await self.stored(rkey) is not None:
+            return handle  # done before: the stored result answers, nothing runs again
+        call = DurableCall(call_id, args, kwargs, self._timeout_ms(timeout))
+        data = encode_request(call, self.lattice.max_payload, str(ref))
+        await self._publish(subjects.durable(ref.app, ref.mote), data, rkey)
+        await self.wake([ref])
+        return handle
+
+    def handle(self, ref: MoteRef, call_id: str, *, flow: bool = False) -> CallHandle:
+        """A handle on an earlier submission, by its id."""
+        token = subjects.call_token(call_id)
+        if flow:
+            key = subjects.flow_result_key(ref.app, ref.mote, token)
+        else:
+            key = subjects.call_result_key(ref.app, ref.mote, token)
+        return CallHandle(self, str(ref), call_id, key, [] if flow else [ref])
+
+    async def map(
+        self,
+        ref: MoteRef,
+        items: Iterable[Any] | AsyncIterable[Any],
+        timeout: float | None,
+        return_exceptions: bool,
+    ) -> AsyncIterator[Any]:
+        """Submit every item as a durable call, then yield the results in input order."""
+        await self._function_spec(ref)
+        batch = uuid.uuid4().hex
+        timeout_ms = self._timeout_ms(timeout)
+        subject = subjects.durable(ref.app, ref.mote)
+        limit = self.lattice.max_payload
+        kv = await self.results()
+        # Watch before publishing: every result of this batch is stored after it starts.
+        watch = watch_puts(kv, subjects.call_results(ref.app, ref.mote, batch), idle=_WAKE_EVERY_S)
+        async with aclosing(watch) as updates:
+            await self.lattice.ensure_calls_stream()
+            acks: list[asyncio.Future[Any]] = []
+            n = 0
+            async for item in _aiter(items):
+                call_id = f"{batch}.{n}"
+                data = _encode_item(DurableCall(call_id, [item], {}, timeout_ms), n, ref, limit)
+                msg_id = subjects.call_result_key(ref.app, ref.mote, call_id)
+                try:
+                    acks.append(
+                        await self.js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
+                    )
+                except nats.errors.Error as exc:
+                    raise TransportError(f"durable map over {ref}: {exc}") from None
+                n += 1
+            try:
+                await asyncio.gather(*acks)
+            except nats.errors.Error as exc:
+                raise TransportError(f"durable map over {ref}: {exc}") from None
+            if n:
+                await self.wake([ref])
+            got: dict[int, bytes] = {}
+            nxt = 0
+            while nxt < n:
+                update = await anext(updates)
+                if update is None:
+                    await self.wake([ref])
+                    continue
+                got[int(update[0].rsplit(".", 1)[1])] = update[1]
+                while nxt in got:
+                    yield _item_result(got.pop(nxt), return_exceptions)
+                    nxt += 1
+
+    async def _function_spec(self, ref: MoteRef) -> MoteSpec:
+        spec = await self._spec(ref)  # UnknownMote if no deployed app declares it
+        if spec.kind != "function":
+            raise RequestError(f"{ref} is an actor; durable calls go to function motes")
+        return spec
+
+    def _timeout_ms(self, timeout: float | None) -> int:
+        return int((self.call_timeout_s if timeout is None else timeout) * 1000)
+
+    async def _publish(self, subject: str, data: bytes, msg_id: str) -> None:
+        await self.lattice.ensure_calls_stream()
+        try:
+            await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+        except nats.errors.Error as exc:
+            raise TransportError(f"queueing a durable call on {subject}: {exc}") from None
+
+    async def wake(self, refs: list[MoteRef]) -> None:
+        """Ask the scheduler to start min=0 motes that now have queued calls.
+
+        At most once per ``_WAKE_EVERY_S`` per mote. A mote no node can run is not an
+        error here: its calls stay queued until one can (``motes queue``, ``motes why``).
+        """
+        now = time.monotonic()
+        for ref in refs:
+            last = self._woken.get(ref)
+            if last is not None and now - last < _WAKE_EVERY_S:
+                continue
+            spec = await self._spec(ref)
+            if spec.min > 0:
+                continue
+            self._woken[ref] = now
+            try:
+                await self._demand(ref)
+            except NoInstance as exc:
+                log.info("durable calls to %s wait: %s", ref, exc)
+
+    # --- flows -------------------------------------------------------------------------
+
+    async def flow_def(self, ref: MoteRef) -> FlowDef:
+        kv = await self.lattice.kv(subjects.KV_FLOWS)
+        try:
+            entry = await kv.get(subjects.flow_kv_key(ref.app, ref.mote))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            entry = None
+        if entry is None or not entry.value:
+            record = await self._app(ref.app)
+            known = [f"{ref.app}.{f}" for f in record.flows] if record else None
+            raise UnknownFlow(str(ref), known)
+        return decode(entry.value, FlowDef)
+
+    async def submit_item(
+        self, ref: MoteRef, item: Any, key: str | None, timeout: float | None
+    ) -> CallHandle:
+        flow = await self.flow_def(ref)
+        call_id = _call_id(key)
+        token = subjects.call_token(call_id)
+        stages = [MoteRef(ref.app, s) for s in flow.stages]
+        rkey = subjects.flow_result_key(ref.app, flow.name, token)
+        handle = CallHandle(self, str(ref), call_id, rkey, stages)
+        if key is not None and await self.stored(rkey) is not None:
+            return handle
+        first, path = flow.stages[0], flow.stages[1:]
+        call = DurableCall(
+            call_id, [item], {}, self._timeout_ms(timeout), flow=flow.name, path=path
+        )
+        data = encode_request(call, self.lattice.max_payload, f"flow {ref}")
+        msg_id = subjects.stage_result_key(ref.app, flow.name, first, token)
+        await self._publish(subjects.durable(ref.app, first), data, msg_id)
+        await self.wake(stages)
+        return handle
+
+    async def set_flow(self, ref: MoteRef, stages: list[str]) -> int:
+        """Rewire a deployed flow; items in flight take the new path from their next hop."""
+        await self.flow_def(ref)  # UnknownFlow: rewiring never creates a flow by a typo
+        record = await self._app(ref.app)
+        if record is None:
+            raise UnknownFlow(str(ref))
+        kinds = {m.name: m.kind for m in record.motes}
+        stages = check_flow(ref.app, ref.mote, list(stages), kinds)
+        flow = FlowDef(app=ref.app, name=ref.mote, stages=stages, updated_at=time.time())
+        kv = await self.lattice.kv(subjects.KV_FLOWS)
+        return int(await kv.put(subjects.flow_kv_key(ref.app, ref.mote), encode(flow)))
+
+    async def flows(self) -> list[FlowDef]:
+        defs = await self.lattice.kv_values(subjects.KV_FLOWS, FlowDef)
+        return sorted((d for d, _ in defs.values()), key=lambda d: (d.app, d.name))
+
+    async def write_flows(self, record: AppRecord, previous: AppRecord | None) -> None:
+        """On deploy: store each declared flow's wiring, unless it is unchanged since the
+        last deploy (then a rewiring made with ``motes flow set`` stays); drop flows
+        the app no longer declares."""
+        before = previous.flows if previous else {}
+        if not record.flows and not before:
+            return
+        kv = await self.lattice.kv(subjects.KV_FLOWS)
+        for name, stages in record.flows.items():
+            key = subjects.flow_kv_key(record.name, name)
+            try:
+                await kv.get(key)
+                exists = True
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                exists = False
+            if exists and before.get(name) == stages:
+                continue
+            flow = FlowDef(app=record.name, name=name, stages=stages, updated_at=time.time())
+            await kv.put(key, encode(flow))
+        for name in set(before) - set(record.flows):
+            await kv.delete(subjects.flow_kv_key(record.name, name))
+
+    # --- queues ------------------------------------------------------------------------
+
+    async def queue(self) -> list[QueueStat]:
+        """Per mote: calls queued or running, how many are running, the oldest one's age."""
+        try:
+            info = await self.js.stream_info(
+                subjects.STREAM_CALLS, subjects_filter=subjects.DURABLE_ALL
+            )
+        except nats.js.errors.NotFoundError:
+            return []  # no durable call was ever made
+        now = datetime.now(UTC)
+        out: list[QueueStat] = []
+        for subject, depth in sorted((info.state.subjects or {}).items()):
+            parsed = subjects.parse_durable(subject)
+            if parsed is None or depth <= 0:
+                continue
+            app, mote = parsed
+            oldest = 0.0
+            try:
+                first = await self.js.get_msg(
+                    subjects.STREAM_CALLS, seq=1, next=True, subject=subject
+                )
+                if first.time is not None:
+                    oldest = max(0.0, (now - first.time).total_seconds())
+            except nats.js.errors.NotFoundError:
+                continue  # drained since the stream info
+            running = 0
+            try:
+                consumer = await self.js.consumer_info(
+                    subjects.STREAM_CALLS, subjects.durable_consumer(app, mote)
+                )
+                running = consumer.num_ack_pending or 0
+            except nats.js.errors.NotFoundError:
+                pass  # no instance has ever pulled from it
+            out.append(
+                QueueStat(mote=f"{app}.{mote}", depth=depth, running=running, oldest_s=oldest)
+            )
+        return out
+
+
+def _call_id(key: str | None) -> str:
+    if key is None:
+        return uuid.uuid4().hex
+    if not isinstance(key, str) or not key:
+        raise RequestError(f"a durable call's key must be a non-empty string, not {key!r}")
+    return key
+
+
+def _encode_item(call: DurableCall, index: int, ref: MoteRef, limit: int) -> bytes:
+    try:
+        data = encode(call)
+    except (TypeError, ValueError, OverflowError) as exc:
+        item = call.args[0]
+        raise EncodeError(f"item {index}", type(item).__name__, str(exc)) from None
+    return check_size(data, limit, f"item {index} of the durable map over {ref}")
+
+
+def _reply_value(data: bytes) -> Any:
+    reply = decode_reply(data)
+    if not isinstance(reply, Ok | Err):
+        raise BadMessage("a stored durable result is a batch reply")
+    return raise_for(reply)
+
+
+def _item_result(data: bytes, return_exceptions: bool) -> Any:
+    try:
+        return _reply_value(data)
+    except MotesError as exc:
+        if return_exceptions:
+            return exc
+        raise
+
+
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

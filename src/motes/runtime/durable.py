@@ -1,0 +1,353 @@
+"""Durable calls inside a worker: take them from the work queue, store each result, then ack.
+
+Every instance of a function mote pulls from one JetStream consumer shared by all of
+them (``d~{app}~{mote}`` on stream ``MOTES_CALLS``). For each message:
+
+1. a call id that already has a stored result is acked and skipped (effectively once);
+2. otherwise the mote runs (``in_progress`` keeps the message ours while it does), and
+   its ``Ok``/``Err`` is stored with a KV *create*: if another instance stored one first,
+   that first result stands;
+3. a flow item is then forwarded to its next stage (see ``next_stage``), or its result
+   stored as the flow's result if this was the last stage;
+4. only then is the message acked. A crash anywhere before the ack means redelivery,
+   and step 1 makes the repeat harmless.
+
+A mote that raises has *completed*: its ``Err`` is the stored result. Bytes that are not
+a ``DurableCall`` are terminated (never redelivered) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from ..errors import BadMessage, PayloadTooLarge
+from ..wire import subjects
+from ..wire.bus import Lattice
+from ..wire.codec import decode, decode_reply, encode, encode_error, encode_value_reply
+from ..wire.messages import DurableCall, Err, FlowDef, InstanceSpec, Ok
+from .handlers import Handler
+
+__all__ = ["ACK_WAIT_S", "DurableServer", "next_stage"]
+
+log = logging.getLogger(__name__)
+
+ACK_WAIT_S = 5.0
+"""A message not acked (or marked in progress) within this long goes to another instance."""
+_FETCH_WAIT_S = 1.0
+_RETRY_S = 0.1
+_MAX_BATCH = 32
+_MAX_ACK_PENDING = 4096
+
+
+def next_stage(
+    current: list[str] | None, stage: str, path: list[str], done: list[str]
+) -> tuple[str | None, list[str]]:
+    """Where a flow item goes after ``stage``, and the path it carries from there.
+
+    The *current* definition decides: the stage after ``stage`` in it. If ``stage`` is no
+    longer in it (rewired away) or the flow is gone, the item follows ``path``: the rest
+    of the definition it last moved under. Stages the item already ran are skipped, so
+    a rewiring can never send an item round in a circle. ``(None, [])`` means: finished.
+    """
+    if current is not None and stage in current:
+        rest = current[current.index(stage) + 1 :]
+    else:
+        rest = path
+    seen = {*done, stage}
+    rest = [s for s in rest if s not in seen]
+    if not rest:
+        return None, []
+    return rest[0], rest[1:]
+
+
+class DurableServer:
+    """Serves one function mote instance's durable calls until ``stopping`` is set.
+
+    ``slots`` (async handlers) is the instance's concurrency limit, shared with its plain
+    calls; without it calls run one at a time. ``begin``/``end``/``count`` feed the
+    worker's in-flight and served counters, so draining waits for calls in hand.
+    """
+
+    def __init__(
+        self,
+        lattice: Lattice,
+        spec: InstanceSpec,
+        handler: Handler,
+        *,
+        stopping: asyncio.Event,
+        slots: asyncio.Semaphore | None,
+        begin: Callable[[], None],
+        end: Callable[[], None],
+        count: Callable[[Ok | Err], None],
+    ) -> None:
+        self.lattice = lattice
+        self.js: JetStreamContext = lattice.js
+        self.spec = spec
+        self.handler = handler
+        self.app = spec.app
+        self.mote = spec.mote
+        self.qualname = f"{spec.app}.{spec.mote}"
+        self.stopping = stopping
+        # Without the instance's slots (sync handlers), one durable call at a time.
+        self.slots = slots if slots is not None else asyncio.Semaphore(1)
+        self.begin = begin
+        self.end = end
+        self.count = count
+        self._results: KeyValue | None = None
+        self._flows: KeyValue | None = None
+
+    # --- the fetch loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Pull and serve until stopped. Lattice trouble pauses fetching (and is retried);
+        it never cancels the calls in hand, and never ends the worker."""
+        async with asyncio.TaskGroup() as tg:
+            sub: JetStreamContext.PullSubscription | None = None
+            delay = _RETRY_S
+            while not self.stopping.is_set():
+                msgs: list[Msg] = []
+                try:
+                    if sub is None:
+                        sub = await self._subscribe()
+                    taken = await self._take_slots()
+                    try:
+                        msgs = await sub.fetch(taken, timeout=_FETCH_WAIT_S)
+                    except TimeoutError:  # nothing queued (nats' TimeoutError is one too)
+                        pass
+                    finally:
+                        for _ in range(taken - len(msgs)):
+                            self.slots.release()
+                    delay = _RETRY_S
+                except (nats.errors.Error, OSError) as exc:
+                    log.warning("%s: durable calls paused: %r; retrying", self.qualname, exc)
+                    await _unsubscribe(sub)
+                    sub = None
+                    await self._pause(delay)
+                    delay = min(delay * 2, 5.0)
+                for msg in msgs:
+                    self.begin()  # before the task starts: a drain now waits for it
+                    tg.create_task(self._one(msg))
+            await _unsubscribe(sub)
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        await self.lattice.ensure_calls_stream()
+        self._results = await self.lattice.kv(subjects.KV_RESULTS)
+        self._flows = await self.lattice.kv(subjects.KV_FLOWS)
+        subject = subjects.durable(self.app, self.mote)
+        return await self.js.pull_subscribe(
+            subject,
+            durable=subjects.durable_consumer(self.app, self.mote),
+            stream=subjects.STREAM_CALLS,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT_S,
+                max_deliver=-1,
+                max_ack_pending=_MAX_ACK_PENDING,
+                filter_subject=subject,
+            ),
+        )
+
+    async def _pause(self, delay: float) -> None:
+        try:
+            async with asyncio.timeout(delay):
+                await self.stopping.wait()
+        except TimeoutError:
+            pass
+
+    async def _take_slots(self) -> int:
+        """Wait for one free slot, then take up to a batch of any others free right now."""
+        await self.slots.acquire()
+        taken = 1
+        while taken < _MAX_BATCH and not self.slots.locked():
+            await self.slots.acquire()
+            taken += 1
+        return taken
+
+    # --- one message -----------------------------------------------------------------
+
+    async def _one(self, msg: Msg) -> None:
+        slot = _Slot(self.slots)
+        try:
+            async with _settled(msg, self.qualname):
+                await self._handle(msg, slot)
+        finally:
+            slot.release()
+            self.end()
+
+    async def _handle(self, msg: Msg, slot: _Slot) -> None:
+        assert self._results is not None
+        try:
+            call = decode(msg.data, DurableCall)
+        except BadMessage as exc:
+            log.error("%s: dropping a malformed durable call: %s", self.qualname, exc)
+            await msg.term()
+            return
+        token = subjects.call_token(call.call_id)
+        if call.flow:
+            key = subjects.stage_result_key(self.app, call.flow, self.mote, token)
+        else:
+            key = subjects.call_result_key(self.app, self.mote, token)
+        stored = await self._stored(key)
+        if stored is None:
+            reply = await self._run(msg, call)
+            # The slot bounds running calls; storing and acking overlap the next one.
+            slot.release()
+            self.count(reply)
+            stored = await self._store(key, self._encode(reply))
+        if call.flow:
+            await self._forward(call, token, stored)
+        await msg.ack()
+
+    async def _run(self, msg: Msg, call: DurableCall) -> Ok | Err:
+        """Invoke the mote, telling JetStream it is still in progress while it runs."""
+        if self.handler.is_async:
+            work = self.handler.invoke(call.args, call.kwargs, call.timeout_ms)
+        else:
+            work = asyncio.to_thread(self.handler.invoke_sync, call.args, call.kwargs)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(work)
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=ACK_WAIT_S / 2)
+                if done:
+                    break
+                try:
+                    await msg.in_progress()
+                except nats.errors.Error as exc:  # the call goes on; at worst it is redelivered
+                    log.debug("%s: in progress: %r", self.qualname, exc)
+        return task.result()
+
+    def _encode(self, reply: Ok | Err) -> bytes:
+        if isinstance(reply, Ok):
+            return encode_value_reply(reply.value, self.lattice.max_payload, self.qualname)
+        return encode(reply)
+
+    async def _stored(self, key: str) -> bytes | None:
+        assert self._results is not None
+        try:
+            entry = await self._results.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        return entry.value or None
+
+    async def _store(self, key: str, data: bytes) -> bytes:
+        """Store a result unless one is there already; return the one that stands."""
+        assert self._results is not None
+        try:
+            await self._results.create(key, data)
+            return data
+        except nats.js.errors.KeyWrongLastSequenceError:
+            first = await self._stored(key)
+            return first if first is not None else data
+
+    # --- flows -----------------------------------------------------------------------
+
+    async def _forward(self, call: DurableCall, token: str, stored: bytes) -> None:
+        """Send a flow item on to its next stage, or store it as the flow's result."""
+        reply = decode_reply(stored)
+        if not isinstance(reply, Ok | Err):
+            raise BadMessage(f"stored result of {call.call_id!r} is a batch reply")
+        nxt: str | None = None
+        path: list[str] = []
+        if isinstance(reply, Ok):
+            current = await self._flow_def(call.flow)
+            nxt, path = next_stage(current, self.mote, call.path, call.done)
+        if nxt is None or isinstance(reply, Err):  # the last stage, or a failed one
+            await self._store(subjects.flow_result_key(self.app, call.flow, token), stored)
+            return
+        onward = DurableCall(
+            call.call_id,
+            [reply.value],
+            {},
+            call.timeout_ms,
+            flow=call.flow,
+            path=path,
+            done=[*call.done, self.mote],
+        )
+        data = encode(onward)
+        if len(data) > self.lattice.max_payload:
+            err = PayloadTooLarge(
+                f"the result of {self.qualname} for flow {call.flow}",
+                len(data),
+                self.lattice.max_payload,
+            )
+            await self._store(
+                subjects.flow_result_key(self.app, call.flow, token), encode_error(err)
+            )
+            return
+        # The message id makes a repeat of this forward (after a crash before our ack) a
+        # no-op on the stream: the next stage sees the item once.
+        await self.js.publish(
+            subjects.durable(self.app, nxt),
+            data,
+            headers={"Nats-Msg-Id": subjects.stage_result_key(self.app, call.flow, nxt, token)},
+        )
+
+    async def _flow_def(self, flow: str) -> list[str] | None:
+        """The flow's current stages, read for every item: a rewiring applies at once."""
+        assert self._flows is not None
+        try:
+            entry = await self._flows.get(subjects.flow_kv_key(self.app, flow))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if not entry.value:
+            return None
+        try:
+            return decode(entry.value, FlowDef).stages
+        except BadMessage as exc:
+            log.error("%s: unreadable definition of flow %s: %s", self.qualname, flow, exc)
+            return None
+
+
+class _Slot:
+    """One unit of an instance's concurrency, released exactly once."""
+
+    def __init__(self, sem: asyncio.Semaphore) -> None:
+        self._sem = sem
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._sem.release()
+
+
+@asynccontextmanager
+async def _settled(msg: Msg, qualname: str) -> AsyncIterator[None]:
+    """Nak the message if serving it fails, so it is redelivered instead of lost.
+
+    A bug or a lattice error costs one redelivery (after a second), never the worker.
+    Cancellation (the worker stopped past its grace) naks at once and propagates.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        await _nak(msg, 0)
+        raise
+    except Exception:
+        log.exception("%s: serving a durable call failed; it will be redelivered", qualname)
+        await _nak(msg, 1.0)
+
+
+async def _unsubscribe(sub: JetStreamContext.PullSubscription | None) -> None:
+    if sub is not None:
+        try:
+            await sub.unsubscribe()
+        except (nats.errors.Error, ValueError) as exc:
+            log.debug("unsubscribe: %r", exc)
+
+
+async def _nak(msg: Msg, delay: float) -> None:
+    try:
+        await msg.nak(delay=delay or None)
+    except (nats.errors.Error, nats.js.errors.Error) as exc:
+        log.debug("nak: %s (the ack wait redelivers it)", exc)
