@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import motes
+from motes.client import Mesh
 from motes.config import Timing
 from motes.lattice.server import find_binary
 from motes.testing import local_mesh
@@ -288,6 +289,16 @@ async def _session(sizes: Sizes, metrics: Sequence[str]) -> AsyncIterator[Sessio
                 async with _peers(sizes, metrics, mesh.url) as peers:
                     session.peers = peers
                     yield session
+                # The echo motes are pinned to one instance each; say so if that changed.
+                _say(f"instances at the end: {await _instances(client)}")
+
+
+async def _instances(client: Mesh) -> str:
+    counts: dict[str, int] = {}
+    for p in await client.ps():
+        key = f"{p.app}.{p.mote} {p.state}"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} x{n}" for k, n in sorted(counts.items())) or "none"
 
 
 @contextlib.asynccontextmanager
@@ -594,7 +605,8 @@ distributed {v.get("distributed")}; tahoe-lafs {v.get("tahoe-lafs")} (installed;
 - `node_idle_rss_MB`: RSS (VmRSS, MiB) {z["idle_s"]:g} s after start, in the same runs as
   `startup_s`: the `motes.node` agent process (`mesh.json` `nodes[0].pid`, no app
   deployed); Ray's raylet; Dask's one worker process.
-- One node process, so each mote has one instance; Ray has 2 CPUs (`num_cpus=2`) and Dask
+- One node process, and each echo mote pinned to one instance (`max=1`: one worker
+  process, as Ray's side is one actor); Ray has 2 CPUs (`num_cpus=2`) and Dask
   2 worker processes of one thread: nats-server, the node, its workers, the responder,
   the peers and the benchmark client all share the machine's CPUs.
 

@@ -27,6 +27,8 @@ from motes.errors import (
 from motes.node.localmesh import LocalMesh
 from motes.testing import eventually
 from motes.wire import subjects
+from motes.wire.codec import encode
+from motes.wire.messages import DurableCall
 
 from ..conftest import APPS
 
@@ -115,6 +117,10 @@ async def test_requests_checked_before_queueing(client: Mesh) -> None:
         await client.submit("jobs.nope", 1)
     with pytest.raises(RequestError, match="non-empty string"):
         await client.submit("jobs.lazy", 1, key="")
+    with pytest.raises(RequestError, match="at most 256"):
+        await client.submit("jobs.lazy", 1, key="k" * 257)
+    with pytest.raises(RequestError, match="actor"):
+        await client.submit("jobs.Tally", 1)
     with pytest.raises(CallTimeout):
         await (await client.submit("jobs.stranded", 1)).result(timeout=0.2)
 
@@ -149,7 +155,15 @@ async def test_queue_shows_calls_no_instance_can_take(client: Mesh, mesh: LocalM
 async def test_malformed_message_is_dropped_not_fatal(client: Mesh, tmp_path: Path) -> None:
     await client.deploy(JOBS)
     await client.lattice.ensure_calls_stream()
-    for garbage in (b"", b"\xc1\xff", b"\x93\xa2d1\x90\x80", b"not msgpack"):
+    hostile = [
+        b"",
+        b"\xc1\xff",
+        b"\x93\xa2d1\x90\x80",
+        b"not msgpack",
+        encode(DurableCall("x" * 5000, [], {}, 1000)),  # an id too long to be a key
+        encode(DurableCall("ok", ["p", 1], {}, 1000, flow="no.such>flow")),  # not a name
+    ]
+    for garbage in hostile:
         await client.lattice.js.publish(subjects.durable("jobs", "square"), garbage)
 
     await eventually(lambda: queue_empty(client), what="garbage terminated, not redelivered")
@@ -160,7 +174,7 @@ async def test_slow_sync_call_is_not_redelivered(client: Mesh, tmp_path: Path) -
     """A sync mote running past the ack wait stays in progress: one execution only."""
     await client.deploy(JOBS)
     log = tmp_path / "log"
-    handle = await client.submit("jobs.crunch", str(log), 1, 7.0)
+    handle = await client.submit("jobs.crunch", str(log), 1, 6.0)
     assert await handle.result(timeout=30) == 1
     assert lines(log) == ["crunch 1"]
 
@@ -218,4 +232,39 @@ async def test_node_killed_under_load_every_call_completes_once(
     assert again == results
     ended = {int(e.split()[1]) for e in lines(log, "end ")}
     assert ended == set(range(n))
+    await eventually(lambda: queue_empty(client), what="every call acked")
+
+
+@pytest.mark.long
+async def test_soak_calls_and_flow_items_survive_repeated_node_kills(
+    client: Mesh, mesh: LocalMesh, tmp_path: Path
+) -> None:
+    """Durable calls and flow items under load while nodes die (SIGKILL, whole process
+    group) one after another: every call and every item ends with exactly one result."""
+    await client.deploy(JOBS)
+    await client.deploy(APPS / "pipe.py")
+    log, arrived = tmp_path / "log", tmp_path / "arrived"
+    n, m = 600, 200
+    calls = [await client.submit("jobs.work", str(log), i, 0.1, key=f"soak-{i}") for i in range(n)]
+    ingest = client.flow("pipe.ingest")
+    items = [
+        await ingest.submit({"id": i, "trail": [], "log": str(arrived), "pause": 0.01})
+        for i in range(m)
+    ]
+    for victim, after in (("node-1", n // 4), ("node-2", n // 2)):
+
+        async def progressed(after: int = after) -> bool:
+            return len(lines(log, "end ")) >= after
+
+        await eventually(progressed, timeout=60, what=f"{after} calls done")
+        mesh.signal_node_group(victim, signal.SIGKILL)
+        await mesh.kill_node(victim)
+        await mesh.restart_node(victim)
+    results = await asyncio.gather(*(h.result(timeout=120) for h in calls))
+    assert [r[0] for r in results] == list(range(n))
+    assert len(await result_keys(client, "work")) == n
+    flowed = await asyncio.gather(*(h.result(timeout=120) for h in items))
+    assert sorted(r["id"] for r in flowed) == list(range(m))
+    assert all(r["trail"] == ["fetch", "parse", "store"] for r in flowed)
+    assert {int(x) for x in arrived.read_text().split()} == set(range(m))
     await eventually(lambda: queue_empty(client), what="every call acked")

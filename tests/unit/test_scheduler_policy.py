@@ -316,4 +316,3 @@ def test_owner(usage: str, fields: dict, ok: bool, score: float, reason: str) ->
     verdict = owner(mote(usage=usage), view(**fields))
 
     assert verdict == Verdict(rule="owner", ok=ok, score=score, reason=reason)
-

@@ -3,7 +3,6 @@ as many new ones are ready (in the nodes' heartbeats) as are wanted, or as could
 
 from __future__ import annotations
 
-import pytest
 from sched_builders import app, assign, beat, elected, fresh, inst, layout, mote, node, snapshot
 
 from motes.scheduler.state import AppPut, DrainSet, Heartbeat, SchedulerState, Tick
@@ -205,12 +204,6 @@ def test_an_upgrade_scaled_out_waits_for_every_wanted_instance() -> None:
     assert {d for insts in layout(state).values() for _, d in insts} == {"sha256:v2"}
 
 
-@pytest.mark.xfail(
-    reason="BUG: a new leader counts the old version's instances into state.scale "
-    "(state.py _elect: the Counter of placed instances ignores digests), so a failover "
-    "mid-upgrade scales the new version out to old + new",
-    strict=True,
-)
 def test_a_new_leader_mid_upgrade_starts_no_extra_instances() -> None:
     old = _upgrading("n1", "n2")
 
@@ -230,12 +223,6 @@ def test_a_new_leader_mid_upgrade_keeps_the_old_version_until_the_new_is_ready()
     assert {d for insts in layout(state).values() for _, d in insts} == {"sha256:v2"}
 
 
-@pytest.mark.xfail(
-    reason="BUG: old-version instances skip the sticky vetoes (state.py _reconcile puts "
-    "every non-current-digest instance on a live node in `previous`), so a drained node "
-    "keeps them for as long as the upgrade lasts: forever, if the new version crashloops",
-    strict=True,
-)
 def test_draining_mid_upgrade_empties_the_node() -> None:
     state = _upgrading("n1", "n2", "n3")
 

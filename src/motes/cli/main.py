@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         code = run_main(_HANDLERS[ns.command](ns))
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `motes ps | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except RemoteError as exc:
         print(f"motes: {exc}", file=sys.stderr)
         code = 1

@@ -95,7 +95,8 @@ class CallHandle:
         kv = await self._durable.results()
         try:
             async with asyncio.timeout(timeout):
-                data = await self._wait(kv)
+                # One read answers a finished call; only a pending one needs a watcher.
+                data = await self._durable.stored(self._key) or await self._wait(kv)
         except TimeoutError:
             raise CallTimeout(self.name, timeout or 0) from None
         return _reply_value(data)
@@ -405,6 +406,11 @@ def _call_id(key: str | None) -> str:
         return uuid.uuid4().hex
     if not isinstance(key, str) or not key:
         raise RequestError(f"a durable call's key must be a non-empty string, not {key!r}")
+    if len(key) > subjects.MAX_CALL_ID:
+        raise RequestError(
+            f"a durable call's key is {len(key)} characters; at most {subjects.MAX_CALL_ID}"
+            " (use a hash of a longer one)"
+        )
     return key
 
 

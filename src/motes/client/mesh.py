@@ -283,7 +283,7 @@ class Mesh:
                     f"none started within {self.timing.instance_wait_s:g} s; see `motes why {ref}`",
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            delay = min(delay * 2, 0.02)  # an instance is starting: look again soon
 
     async def _demand(self, ref: MoteRef) -> None:
         """Tell the scheduler a caller waits for this mote (starts one even with min=0).
@@ -388,7 +388,7 @@ class Mesh:
                     f"{record.name}.{name}"
                 ):
                     unplaceable.add(name)
-                    log.warning("%s.%s is pending: no node can run it", record.name, name)
+                    log.info("%s.%s is pending: no node can run it", record.name, name)
             if time.monotonic() > deadline:
                 raise StartupError(
                     f"{record.name}: {', '.join(short)} not running after {timeout:g} s; "

@@ -33,6 +33,7 @@ from ..wire import subjects
 from ..wire.bus import Lattice, watch_key
 from ..wire.codec import decode, encode
 from ..wire.messages import (
+    AppRecord,
     Heartbeat,
     InstanceSpec,
     InstanceStatus,
@@ -122,6 +123,7 @@ class NodeAgent:
                 await nodes.put(self.id, encode(self.record))
                 tg.create_task(self._heartbeats())
                 tg.create_task(self._follow_assignment())
+                tg.create_task(self._prefetch_bundles())
                 tg.create_task(self._converge())
                 tg.create_task(self.scheduler.run())
                 await self._fill_warm_pool()
@@ -332,6 +334,22 @@ class NodeAgent:
             why,
             backoff,
         )
+
+    async def _prefetch_bundles(self) -> None:
+        """Unpack every deployed app's bundle ahead of need, so that scaling from zero
+        or failing over to this node skips the fetch."""
+        kv = await self.lattice.kv(subjects.KV_APPS)
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None or not entry.value or entry.operation in ("DEL", "PURGE"):
+                    continue
+                try:
+                    await self._bundle(decode(entry.value, AppRecord).digest)
+                except MotesError as exc:
+                    log.warning("could not prefetch %s: %s", entry.key, exc)
+        finally:
+            await watcher.stop()
 
     async def _bundle(self, digest: str) -> Path:
         dest = self.home / "bundles" / digest.replace(":", "-")

@@ -178,10 +178,10 @@ class LocalMesh:
         raise KeyError(name)
 
     async def kill_node(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal a node process (SIGKILL: as if the machine died) and reap it."""
+        """Signal a node and its workers (SIGKILL: as if the machine died) and reap it."""
         node = self.node(name)
         if node.proc is not None and node.alive:
-            node.proc.send_signal(sig)
+            os.killpg(node.pid, sig)
             await node.proc.wait()
 
     async def restart_node(self, name: str) -> None:

@@ -30,7 +30,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from ..errors import BadMessage, PayloadTooLarge
+from ..errors import BadMessage, PayloadTooLarge, RequestError
+from ..ids import check_name
 from ..wire import subjects
 from ..wire.bus import Lattice
 from ..wire.codec import decode, decode_reply, encode, encode_error, encode_value_reply
@@ -111,32 +112,36 @@ class DurableServer:
     async def run(self) -> None:
         """Pull and serve until stopped. Lattice trouble pauses fetching (and is retried);
         it never cancels the calls in hand, and never ends the worker."""
-        async with asyncio.TaskGroup() as tg:
-            sub: JetStreamContext.PullSubscription | None = None
-            delay = _RETRY_S
-            while not self.stopping.is_set():
-                msgs: list[Msg] = []
-                try:
-                    if sub is None:
-                        sub = await self._subscribe()
-                    taken = await self._take_slots()
+        sub: JetStreamContext.PullSubscription | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                delay = _RETRY_S
+                while not self.stopping.is_set():
+                    msgs: list[Msg] = []
                     try:
-                        msgs = await sub.fetch(taken, timeout=_FETCH_WAIT_S)
-                    except TimeoutError:  # nothing queued (nats' TimeoutError is one too)
-                        pass
-                    finally:
-                        for _ in range(taken - len(msgs)):
-                            self.slots.release()
-                    delay = _RETRY_S
-                except (nats.errors.Error, OSError) as exc:
-                    log.warning("%s: durable calls paused: %r; retrying", self.qualname, exc)
-                    await _unsubscribe(sub)
-                    sub = None
-                    await self._pause(delay)
-                    delay = min(delay * 2, 5.0)
-                for msg in msgs:
-                    self.begin()  # before the task starts: a drain now waits for it
-                    tg.create_task(self._one(msg))
+                        if sub is None:
+                            sub = await self._subscribe()
+                        taken = await self._take_slots()
+                        try:
+                            msgs = await sub.fetch(taken, timeout=_FETCH_WAIT_S)
+                        except TimeoutError:  # nothing queued (nats' TimeoutError is one too)
+                            pass
+                        finally:
+                            for _ in range(taken - len(msgs)):
+                                self.slots.release()
+                        delay = _RETRY_S
+                    except (nats.errors.Error, OSError) as exc:
+                        log.warning("%s: durable calls paused: %r; retrying", self.qualname, exc)
+                        await _unsubscribe(sub)
+                        sub = None
+                        await self._pause(delay)
+                        delay = min(delay * 2, 5.0)
+                    for msg in msgs:
+                        self.begin()  # before the task starts: a drain now waits for it
+                        tg.create_task(self._one(msg))
+        finally:
+            # Also when cancelled: a pull subscription left behind stalls the connection's
+            # drain at exit (late status messages nobody reads).
             await _unsubscribe(sub)
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
@@ -187,8 +192,8 @@ class DurableServer:
     async def _handle(self, msg: Msg, slot: _Slot) -> None:
         assert self._results is not None
         try:
-            call = decode(msg.data, DurableCall)
-        except BadMessage as exc:
+            call = _checked(decode(msg.data, DurableCall))
+        except (BadMessage, RequestError) as exc:
             log.error("%s: dropping a malformed durable call: %s", self.qualname, exc)
             await msg.term()
             return
@@ -306,6 +311,15 @@ class DurableServer:
         except BadMessage as exc:
             log.error("%s: unreadable definition of flow %s: %s", self.qualname, flow, exc)
             return None
+
+
+def _checked(call: DurableCall) -> DurableCall:
+    """A call whose names can become subjects and keys; RequestError otherwise."""
+    if not call.call_id or len(call.call_id) > subjects.MAX_CALL_ID:
+        raise BadMessage(f"call id of {len(call.call_id)} characters")
+    for name in ([call.flow] if call.flow else []) + call.path + call.done:
+        check_name("flow or stage", name)
+    return call
 
 
 class _Slot:

@@ -77,11 +77,17 @@ class SchedulerService:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._handled: dict[int, asyncio.Future[None]] = {}
         self._lease: KeyValue | None = None
+        self._seen: dict[str, float] = {}
+        """When each node was last heard, kept while not leading too."""
         self._lease_rev = 0
         self._lease_lock = asyncio.Lock()  # by id() of a queued event
 
     async def run(self) -> None:
         lease = await self.lattice.lease_kv(self.timing.lease_ttl_s)
+        # Candidates listen to heartbeats too: a new leader then knows who has been
+        # silent, and declares a node that died with the old leader lost without
+        # waiting a whole failure timeout more.
+        await self.lattice.nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
         while True:
             epoch = await self._campaign(lease)
             log.info("scheduler: %s is leader (epoch %d)", self.node_id, epoch)
@@ -148,6 +154,7 @@ class SchedulerService:
                     apps={k: v for k, (v, _) in apps.items()},
                     assignments={k: v for k, (v, _) in placed.items()},
                     presence=ctx.get(subjects.PRESENCE_KEY),
+                    seen=dict(self._seen),
                     drained=frozenset(
                         k.removeprefix("drain.") for k in ctx if k.startswith("drain.")
                     ),
@@ -156,7 +163,6 @@ class SchedulerService:
         )
         nc = self.lattice.nc
         subs = [
-            await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat),
             await nc.subscribe(subjects.SCHED_WHY, cb=self._on_why),
             await nc.subscribe(subjects.SCHED_DEMAND, cb=self._on_demand),
         ]
@@ -266,6 +272,9 @@ class SchedulerService:
         try:
             hb = decode(msg.data, HeartbeatMsg)
         except BadMessage:
+            return
+        self._seen[hb.node] = self.clock()
+        if not self.is_leader:
             return
         self._events.put_nowait(
             Heartbeat(

@@ -38,8 +38,9 @@ from ..wire.messages import (
     Power,
     WhyReply,
 )
-from .policy import STICKY, NodeView, judge
+from .policy import STICKY, NodeView, Rule, judge
 from .policy._types import amount
+from .policy.liveness import liveness
 
 __all__ = [
     "AppDeleted",
@@ -72,6 +73,8 @@ class Elected:
     assignments: dict[str, NodeAssignment]
     presence: str | None = None
     drained: frozenset[str] = frozenset()
+    seen: dict[str, float] = field(default_factory=dict)
+    """When this candidate last heard each node; unheard nodes count from ``now``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +181,9 @@ Command = Assign | NodeLost
 
 # --- state -----------------------------------------------------------------------------
 
+START_GRACE_S = 10.0
+"""How long a placed instance that is not ready yet holds back further scale-out."""
+
 MoteKey = tuple[str, str]
 Plan = dict[str, list[InstanceSpec]]
 """Node id -> the instances it should run."""
@@ -210,13 +216,17 @@ class SchedulerState:
         self.scale: dict[MoteKey, int] = {}
         """Instances the autoscaler (or a caller's demand) wants, when above ``min``."""
         self.busy_at: dict[MoteKey, float] = {}
+        self.placed_at: dict[str, float] = {}
+        """When each instance this leader placed was placed (for the autoscaler)."""
         self._events = 0
         self._iids = 0
+        self._now = 0.0
 
     # --- the entry point ---------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Command]:
         self._events += 1
+        self._now = event.now
         cause = f"e{self.epoch}.{self._events}"
         commands: list[Command] = []
         match event:
@@ -237,7 +247,8 @@ class SchedulerState:
             case Tick():
                 commands += self._expire(event.now, cause)
                 settled = self._end_probation(event.now)
-                if not commands and not self._scale_in(event.now) and not settled:
+                scaled_in = self._scale_in(event.now)
+                if not commands and not scaled_in and not settled:
                     return []
             case AppPut(record=record):
                 self.apps[record.name] = record
@@ -264,13 +275,23 @@ class SchedulerState:
         self.epoch = ev.epoch
         self._events = 0
         self._iids = 0
-        self.nodes = {nid: _Node(rec, ev.now) for nid, rec in ev.nodes.items()}
+        self.nodes = {
+            nid: _Node(rec, min(ev.seen.get(nid, ev.now), ev.now)) for nid, rec in ev.nodes.items()
+        }
         self.apps = dict(ev.apps)
         self.assigned = {nid: list(a.instances) for nid, a in ev.assignments.items()}
         self.presence = ev.presence
         self.drained = set(ev.drained)
+        # Inherited instances count as placed now: one that never gets ready stops holding
+        # scale-out back after the start grace, as if this leader had placed it.
+        self.placed_at = {i.iid: ev.now for insts in self.assigned.values() for i in insts}
         # Keep what a previous leader scaled to: count what is placed now, per mote.
-        placed = Counter((i.app, i.mote) for insts in self.assigned.values() for i in insts)
+        placed = Counter(
+            (i.app, i.mote)
+            for insts in self.assigned.values()
+            for i in insts
+            if i.app in self.apps and i.digest == self.apps[i.app].digest
+        )
         for key, n in placed.items():
             self.scale[key] = n
             self.busy_at[key] = ev.now
@@ -345,28 +366,41 @@ class SchedulerState:
             app, spec = self.apps.get(key[0]), self._spec(*key)
             if app is None or spec is None:
                 continue
-            placed, ready = self._counts(app, spec)
-            if ready < placed:
-                continue  # wait for the ones starting
+            if self._starting(app, spec, now):
+                continue  # wait for the ones starting: their queues would count twice
+            ready = self._ready(app, spec)
             per = max(spec.concurrency, 1)
             if load <= ready * per:
                 continue
-            want = min(spec.max, math.ceil(load / per), max(1, 2 * ready))
-            if want > self.wanted(app, spec):
+            now_wanted = self.wanted(app, spec)
+            want = min(spec.max, math.ceil(load / per), max(2 * ready, now_wanted + 1))
+            if want > now_wanted:
                 self.scale[key] = want
                 changed = True
         return changed
 
-    def _counts(self, app: AppRecord, spec: MoteSpec) -> tuple[int, int]:
-        """(placed, ready) instances of the mote's current version."""
-        placed = ready = 0
+    def _starting(self, app: AppRecord, spec: MoteSpec, now: float) -> bool:
+        """Has the mote an instance placed recently that is not ready yet?
+
+        One that stays unready past the grace (it crashloops, its node is slow) no longer
+        holds scaling back.
+        """
         for nid, insts in self.assigned.items():
             node = self.nodes.get(nid)
             for inst in insts:
-                if _same(inst, app, spec):
-                    placed += 1
-                    ready += node is not None and inst.iid in node.ready
-        return placed, ready
+                if _same(inst, app, spec) and not (node and inst.iid in node.ready):
+                    if now - self.placed_at.get(inst.iid, now) < START_GRACE_S:
+                        return True
+        return False
+
+    def _ready(self, app: AppRecord, spec: MoteSpec) -> int:
+        """Ready instances of the mote's current version."""
+        return sum(
+            1
+            for nid, insts in self.assigned.items()
+            for inst in insts
+            if _same(inst, app, spec) and nid in self.nodes and inst.iid in self.nodes[nid].ready
+        )
 
     def _scale_in(self, now: float) -> bool:
         changed = False
@@ -399,13 +433,18 @@ class SchedulerState:
                 if app is None or spec is None or spec.kind != inst.kind:
                     continue
                 if inst.digest != app.digest:
-                    previous[(inst.app, inst.mote)].append((nid, inst))
+                    # The previous version: judged by the node alone (drained, on probation),
+                    # not by the new version's needs, which it was never placed for.
+                    if not self._evicted(spec, app, nid, plan, rules=(liveness,)):
+                        previous[(inst.app, inst.mote)].append((nid, inst))
                 elif not self._evicted(spec, app, nid, plan):
                     plan[nid].append(inst)
-        for app in sorted(self.apps.values(), key=lambda a: a.name):
-            for mote in app.motes:
-                self._fit(app, mote, plan)
-                self._retire_or_keep(app, mote, previous.get((app.name, mote.name), []), plan)
+        motes = [(a, m) for a in sorted(self.apps.values(), key=lambda a: a.name) for m in a.motes]
+        for app, mote in motes:  # first free what is no longer wanted, so that...
+            self._trim(app, mote, plan)
+        for app, mote in motes:  # ...every mote can use the room in the same pass
+            self._fit(app, mote, plan)
+            self._retire_or_keep(app, mote, previous.get((app.name, mote.name), []), plan)
         commands: list[Command] = []
         for nid in sorted(set(plan) | set(self.assigned)):
             new = plan.get(nid, [])
@@ -413,12 +452,21 @@ class SchedulerState:
                 assignment = NodeAssignment(node=nid, epoch=self.epoch, instances=new, cause=cause)
                 commands.append(Assign(assignment=assignment, cause=cause))
         self.assigned = {nid: insts for nid, insts in plan.items() if insts or nid in self.assigned}
+        live_iids = {i.iid for insts in self.assigned.values() for i in insts}
+        self.placed_at = {k: v for k, v in self.placed_at.items() if k in live_iids}
         return commands
 
-    def _evicted(self, mote: MoteSpec, app: AppRecord, nid: str, plan: Plan) -> bool:
+    def _evicted(
+        self,
+        mote: MoteSpec,
+        app: AppRecord,
+        nid: str,
+        plan: Plan,
+        rules: tuple[Rule, ...] = STICKY,
+    ) -> bool:
         """Does the node now fail a veto that can change at run time (drain, presence...)?"""
         view = self._view(nid, mote, app, plan)
-        return not all(rule(mote, view).ok for rule in STICKY)
+        return not all(rule(mote, view).ok for rule in rules)
 
     def _retire_or_keep(
         self,
@@ -438,15 +486,20 @@ class SchedulerState:
         for nid, inst in old:
             plan[nid].append(inst)
 
-    def _fit(self, app: AppRecord, mote: MoteSpec, plan: Plan) -> None:
-        """Bring the mote's instance count in ``plan`` to what is wanted, then shard actors."""
+    def _trim(self, app: AppRecord, mote: MoteSpec, plan: Plan) -> None:
+        """Drop instances beyond what is wanted, from the most crowded nodes first."""
         mine = [(nid, i) for nid, insts in plan.items() for i in insts if _same(i, app, mote)]
         want = self.wanted(app, mote)
-        while len(mine) > want:  # too many: drop from the most crowded nodes first
+        while len(mine) > want:
             counts = Counter(nid for nid, _ in mine)
             nid, inst = max(mine, key=lambda p: (counts[p[0]], p[1].iid))
             plan[nid].remove(inst)
             mine.remove((nid, inst))
+
+    def _fit(self, app: AppRecord, mote: MoteSpec, plan: Plan) -> None:
+        """Place instances until the mote has what is wanted, then shard actors."""
+        mine = [(nid, i) for nid, insts in plan.items() for i in insts if _same(i, app, mote)]
+        want = self.wanted(app, mote)
         while len(mine) < want:
             best = self._best_node(mote, plan, app)
             if best is None:
@@ -463,6 +516,7 @@ class SchedulerState:
             )
             plan[best].append(inst)
             mine.append((best, inst))
+            self.placed_at[inst.iid] = self._now
         if mote.kind == "actor" and mine:
             self._shard(mote, mine, plan)
 

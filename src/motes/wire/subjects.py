@@ -126,6 +126,9 @@ def durable_consumer(app: str, mote: str) -> str:
     return f"d~{app}~{mote}"
 
 
+MAX_CALL_ID = 256
+"""Longest call id (characters): ids end up in KV keys and headers, which have limits."""
+
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
 
 

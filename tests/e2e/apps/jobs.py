@@ -16,18 +16,18 @@ def _note(path: str, text: str) -> None:
         f.write(f"{text}\n")
 
 
-@app.mote(min=2)
+@app.mote
 def square(path: str, x: int) -> int:
     _note(path, f"square {x}")
     return x * x
 
 
-@app.mote
+@app.mote(min=0)
 def fail(message: str) -> None:
     raise ValueError(message)
 
 
-@app.mote(min=3, concurrency=8)
+@app.mote(min=2, concurrency=8)
 async def work(path: str, x: int, seconds: float) -> list[int]:
     """Notes its start, works, notes its end: a kill in between leaves a start alone."""
     _note(path, f"start {x} {os.getpid()}")
@@ -36,7 +36,7 @@ async def work(path: str, x: int, seconds: float) -> list[int]:
     return [x, os.getpid()]
 
 
-@app.mote
+@app.mote(min=0)
 def crunch(path: str, x: int, seconds: float) -> int:
     """Sync and slow: runs longer than the ack wait, so it must stay in progress."""
     _note(path, f"crunch {x}")
@@ -52,3 +52,9 @@ def lazy(x: int) -> int:
 @app.mote(min=0, labels={"role": "nowhere"})
 def stranded(x: int) -> int:
     return x
+
+
+@app.actor(min=0)
+class Tally:
+    def __init__(self) -> None:
+        self.n = 0

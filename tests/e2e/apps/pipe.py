@@ -15,24 +15,24 @@ def _stamp(item: dict[str, Any], stage: str) -> dict[str, Any]:
     return {**item, "trail": [*item["trail"], stage]}
 
 
-@app.mote(min=2)
+@app.mote
 def fetch(item: dict[str, Any]) -> dict[str, Any]:
     return _stamp(item, "fetch")
 
 
-@app.mote(min=2)
+@app.mote
 def parse(item: dict[str, Any]) -> dict[str, Any]:
     if item.get("bad"):
         raise ValueError(f"cannot parse item {item['id']}")
     return _stamp(item, "parse")
 
 
-@app.mote(min=2)
+@app.mote
 def enrich(item: dict[str, Any]) -> dict[str, Any]:
     return _stamp(item, "enrich")
 
 
-@app.mote(min=2)
+@app.mote
 def store(item: dict[str, Any]) -> dict[str, Any]:
     item = _stamp(item, "store")
     with open(item["log"], "a") as f:  # one line per item that reached the end
@@ -40,7 +40,7 @@ def store(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-@app.actor
+@app.actor(min=0)
 class Ledger:
     def add(self, n: int) -> int:
         return n

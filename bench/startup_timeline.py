@@ -1,0 +1,103 @@
+"""Where `motes up` spends its time: the critical path, process by process.
+
+``python -m bench.startup_timeline [--runs N]`` runs ``motes --home TMP up --nodes 1
+--detach`` and, polling ``/proc`` every 2 ms, notes when each process of the mesh first
+appears under its own command line (the CLI, the supervisor it re-executes, nats-server,
+the node agent, the node's warm worker), when ``mesh.json`` is written and when the CLI
+returns; the node's log adds when it became scheduler leader and ready. Then ``motes
+down``. It is the evidence behind the ``startup_s`` row in ``bench/RESULTS.md``; the
+polling costs a little CPU, so its total runs slightly above the benchmark's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLI = Path(sys.executable).parent / "motes"
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def _label(cmd: str) -> str | None:
+    if "motes.runtime.worker" in cmd:
+        return "warm worker exec'd"
+    if "motes.node" in cmd:
+        return "node agent exec'd"
+    if "nats-server" in cmd:
+        return "nats-server exec'd"
+    if "motes.cli" in cmd:
+        return "supervisor (`python -m motes.cli up`) exec'd"
+    if "/motes " in cmd or cmd.endswith("/motes"):
+        return "CLI started"
+    return None
+
+
+def once() -> list[tuple[float, str]]:
+    home = tempfile.mkdtemp(prefix="motes-timeline-")
+    events: dict[str, float] = {}
+    t0 = time.perf_counter()
+    wall0 = time.time()
+    proc = subprocess.Popen(
+        [str(CLI), "--home", home, "up", "--nodes", "1", "--detach"], stdout=subprocess.DEVNULL
+    )
+    url = ""
+    try:
+        while True:
+            now = time.perf_counter() - t0
+            for pid in os.listdir("/proc"):  # every time: a fork shows its parent until exec
+                if not pid.isdigit():
+                    continue
+                cmd = _cmdline(pid)
+                if home in cmd or (url and url in cmd):
+                    label = _label(cmd)
+                    if label is not None:
+                        events.setdefault(label, now)
+                        if "motes.node" in cmd and "--url" in cmd:
+                            url = cmd.split("--url", 1)[1].split()[0]
+            if "mesh.json written" not in events and (Path(home) / "mesh.json").exists():
+                events["mesh.json written"] = now
+            if proc.poll() is not None:
+                events["CLI returned"] = now
+                break
+            time.sleep(0.002)
+        log = Path(home) / "nodes" / "node-1" / "node.log"
+        for line in log.read_text(errors="replace").splitlines():
+            for word, label in (("is leader", "node became leader"), (") ready", "node ready")):
+                if word in line:
+                    stamp = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                    events.setdefault(label, stamp.timestamp() - wall0)
+    finally:
+        subprocess.run([str(CLI), "--home", home, "down"], stdout=subprocess.DEVNULL)
+        shutil.rmtree(home, ignore_errors=True)
+    return sorted(((t, label) for label, t in events.items()), key=lambda e: e[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.startup_timeline")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for run in range(1, args.runs + 1):
+        print(f"run {run}:")
+        last = 0.0
+        for t, label in once():
+            print(f"  {t * 1000:6.0f} ms  (+{(t - last) * 1000:4.0f})  {label}")
+            last = t
+
+
+if __name__ == "__main__":
+    main()
