@@ -592,7 +592,7 @@ distributed {v.get("distributed")}; tahoe-lafs {v.get("tahoe-lafs")} (installed;
   (sync) actor (`ray actor`), the same as tasks (`ray tasks`, run by the cluster's worker
   processes), `client.gather([client.submit(...) ...])` (`dask`). Fewer calls for slow
   peers: {_counts(z, "call_throughput") or "none"}.
-- `map_throughput`: `mesh.map("bench.echo", range({z["map_items"]:,}))` (one instance of
+- `map_throughput`: `mesh.map("bench.echo", range({z["map_items"]}))` (one instance of
   a sync mote), every result checked; peers `ray.get([echo.remote(x) for x in ...])` and
   `client.gather(client.map(echo, range(n), pure=False))`, same items, checked (fewer for
   slow peers: {_counts(z, "map_throughput") or "none"}).

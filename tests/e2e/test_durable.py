@@ -221,8 +221,7 @@ async def test_node_killed_under_load_every_call_completes_once(
         return None
 
     victim = await eventually(busy_node, what="a node holding calls")
-    mesh.signal_node_group(victim, signal.SIGKILL)
-    await mesh.kill_node(victim)  # reap it
+    await mesh.kill_node(victim)  # SIGKILL to the node and its workers: a dead machine
     results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
     assert [r[0] for r in results] == list(range(n))
     keys = await result_keys(client, "work")
@@ -257,7 +256,6 @@ async def test_soak_calls_and_flow_items_survive_repeated_node_kills(
             return len(lines(log, "end ")) >= after
 
         await eventually(progressed, timeout=60, what=f"{after} calls done")
-        mesh.signal_node_group(victim, signal.SIGKILL)
         await mesh.kill_node(victim)
         await mesh.restart_node(victim)
     results = await asyncio.gather(*(h.result(timeout=120) for h in calls))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +12,24 @@ import pytest
 
 from motes.client import Mesh
 from motes.errors import BadApp, RemoteError, UnknownFlow
+from motes.node.localmesh import LocalMesh
 from motes.testing import eventually
 
 from ..conftest import APPS
 
 PIPE = APPS / "pipe.py"
+
+
+async def motes_cli(mesh: LocalMesh, *args: str) -> str:
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "motes.cli", "--url", mesh.url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def item(i: int, log: Path, **extra: Any) -> dict[str, Any]:
@@ -97,7 +112,9 @@ async def test_rewire_mid_stream_loses_no_item(client: Mesh, tmp_path: Path) -> 
     assert any("enrich" not in r["trail"] for r in results[:n])  # some were past parse
 
 
-async def test_rewire_away_from_the_stage_an_item_is_in(client: Mesh, tmp_path: Path) -> None:
+async def test_rewire_away_from_the_stage_an_item_is_in(
+    client: Mesh, mesh: LocalMesh, tmp_path: Path
+) -> None:
     """An item in a stage that the new wiring drops finishes the path it was on."""
     await client.deploy(PIPE)
     log = tmp_path / "arrived"
@@ -109,7 +126,10 @@ async def test_rewire_away_from_the_stage_an_item_is_in(client: Mesh, tmp_path: 
         return any(i.mote == "enrich" and i.inflight > 0 for i in await client.ps())
 
     await eventually(in_enrich, what="the item in enrich")
-    await client.set_flow("pipe.ingest", ["fetch", "parse", "store"])
+    out = await motes_cli(mesh, "flow", "set", "pipe.ingest", "fetch", "parse", "store")
+    assert "pipe.ingest: fetch -> parse -> store" in out
+    shown = await motes_cli(mesh, "flow", "show", "pipe")
+    assert "fetch -> parse -> store" in shown and "pipe.short" in shown
     result = await slow.result(timeout=30)
     assert result["trail"] == ["fetch", "enrich", "store"]
     assert log.read_text().split() == ["1"]

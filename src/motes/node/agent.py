@@ -104,6 +104,7 @@ class NodeAgent:
         self._bundle_locks: dict[str, asyncio.Lock] = {}
         self._filling = asyncio.Lock()
         self._spawning = asyncio.Semaphore(2)
+        self._workers: set[WorkerProc] = set()
         self._tg: asyncio.TaskGroup | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -153,8 +154,15 @@ class NodeAgent:
             await nodes.delete(self.id)
         except (nats.errors.Error, MotesError) as exc:
             log.warning("could not withdraw node record: %s", exc)
-        workers = [i.worker for i in self.instances.values() if i.worker] + self.warm
-        await asyncio.gather(*(w.stop(grace=5.0) for w in workers), return_exceptions=True)
+        async with self._filling:  # a warm-pool refill in progress finishes first
+            pass
+        # Every worker this agent started, whatever it was doing (warm, starting, serving,
+        # retiring): none may outlive the node, and none may be left for PDEATHSIG.
+        for _ in range(3):
+            workers = [w for w in self._workers if w.alive]
+            if not workers:
+                break
+            await asyncio.gather(*(w.stop(grace=5.0) for w in workers), return_exceptions=True)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run a child task whose failure is logged, never fatal to the agent."""
@@ -377,10 +385,16 @@ class NodeAgent:
 
     async def _start_worker(self) -> WorkerProc:
         worker = await spawn_worker(self.lattice, self.url, self.id)
-        assert self._tg is not None
-        self._spawn(worker.pump(), f"output of {worker.wid}")
+        self._workers.add(worker)
+        self._spawn(self._pump(worker), f"output of {worker.wid}")
         await worker.wait_warm(self.timing.start_timeout_s)
         return worker
+
+    async def _pump(self, worker: WorkerProc) -> None:
+        try:
+            await worker.pump()
+        finally:
+            self._workers.discard(worker)
 
     async def _fill_warm_pool(self) -> None:
         async with self._filling:

@@ -198,7 +198,7 @@ class LocalMesh:
         if node.alive:
             os.killpg(node.pid, sig)
 
-    async def stop(self, grace: float = 15.0) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
         """Drain every node (SIGTERM), kill stragglers, stop the server, remove mesh.json."""
         running = [n for n in self.nodes if n.alive]
         for n in running:
