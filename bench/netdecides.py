@@ -35,7 +35,9 @@ from motes.errors import MotesError
 from motes.node.localmesh import LocalMesh
 from motes.wire.bus import Lattice
 
-__all__ = ["durable_pair", "failover_s", "scale_from_zero_ms", "upgrade_errors"]
+from .runner import Result, compare
+
+__all__ = ["durable_pair", "failover_s", "run", "scale_from_zero_ms", "upgrade_errors"]
 
 _ECHO = """
 import motes
@@ -156,6 +158,30 @@ async def durable_pair(client: Mesh, folder: Path, calls: int) -> tuple[float, f
     raw_rate = calls / (time.perf_counter() - started)
     await lattice.js.delete_stream(stream)
     return motes_rate, raw_rate
+
+
+async def run(session: object) -> list[Result]:
+    """The runner's entry: its own 3-node mesh, default timing; one row per figure."""
+    reps = 5
+    with tempfile.TemporaryDirectory(prefix="motes-bench-nd-") as tmp:
+        folder = Path(tmp)
+        async with LocalMesh(folder / "mesh", nodes=3, write_mesh_file=False) as mesh:
+            async with motes.connect(mesh.url) as client:
+                zero = await scale_from_zero_ms(mesh, client, folder, reps)
+                fail = await failover_s(mesh, client, folder, reps)
+                up = await upgrade_errors(client, folder)
+                pairs = [await durable_pair(client, folder, 1000) for _ in range(reps)]
+    durable = statistics.median(m for m, _ in pairs)
+    raw = statistics.median(r for _, r in pairs)
+    bad = up["sent"] - up["ok"]
+    return [
+        Result(
+            "scale_from_zero_ms", "ms", round(statistics.median(zero), 1), None, None, None, reps
+        ),
+        Result("failover_s", "s", round(statistics.median(fail), 3), None, None, None, reps),
+        Result("upgrade_errors", "calls", float(bad), None, None, None, 1),
+        *compare("durable_throughput", "calls/s", durable, {"raw JetStream": raw}, reps),
+    ]
 
 
 async def _main(quick: bool) -> None:

@@ -75,7 +75,7 @@ T = TypeVar("T")
 BENCH = Path(__file__).resolve().parent
 APP = BENCH / "apps" / "echo.py"
 RESULTS_DIR = BENCH / "results"
-METRICS = ("call_rtt", "call_throughput", "map_throughput", "startup")
+METRICS = ("call_rtt", "call_throughput", "map_throughput", "startup", "netdecides")
 
 RAW = RawNatsContender.name
 RAY = "ray"  # startup: ray.init(); its raylet's RSS
