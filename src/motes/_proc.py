@@ -21,12 +21,17 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
+_libc: ctypes.CDLL | None = None
+if sys.platform.startswith("linux"):
+    # Resolved once here: a preexec_fn runs between fork and exec, where looking the
+    # library up (find_library runs ldconfig) is slow and not fork-safe.
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def die_with_parent() -> None:
     """``preexec_fn`` for subprocesses: deliver SIGTERM to the child if its parent exits."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def run_main(coro: Coroutine[Any, Any, T]) -> T:

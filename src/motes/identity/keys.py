@@ -1,7 +1,9 @@
 """Ed25519 keys on disk: created once with mode 0600, loaded thereafter.
 
 A node's id is a fingerprint of its public key, so the id cannot be claimed without
-the key file.
+the key file. The public key is kept beside the seed (``node.pub``), so a process that
+only needs its id, not to sign, never loads the crypto library (7 MiB of a node's
+memory); ``provision`` lets whoever sets a node up mint both files first.
 """
 
 from __future__ import annotations
@@ -12,12 +14,6 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import FatalError
 from ..ids import NodeId
@@ -37,7 +33,7 @@ def fingerprint(public: bytes) -> NodeId:
 class NodeKey:
     """A node's signing key and the id derived from it."""
 
-    private: Ed25519PrivateKey
+    seed: bytes
     public: bytes
 
     @property
@@ -45,17 +41,31 @@ class NodeKey:
         return fingerprint(self.public)
 
     def sign(self, data: bytes) -> bytes:
-        return self.private.sign(data)
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(data)
 
     @staticmethod
     def verify(public: bytes, signature: bytes, data: bytes) -> bool:
         from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
             Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
         except (InvalidSignature, ValueError):  # ValueError: not a 32-byte public key
             return False
         return True
+
+    @classmethod
+    def provision(cls, path: Path) -> NodeKey:
+        """Create (or load) the key at ``path`` and write its public half beside it."""
+        key = cls.load_or_create(path)
+        pub = path.with_suffix(".pub")
+        if not pub.exists():
+            tmp = pub.with_suffix(".pub.tmp")
+            tmp.write_bytes(key.public)
+            tmp.replace(pub)
+        return key
 
     @classmethod
     def load_or_create(cls, path: Path) -> NodeKey:
@@ -78,6 +88,19 @@ class NodeKey:
                 f.write(seed)
                 f.flush()
                 os.fsync(f.fileno())
-        private = Ed25519PrivateKey.from_private_bytes(seed)
-        public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return cls(private, public)
+        return cls(seed, _public_of(seed, path.with_suffix(".pub")))
+
+
+def _public_of(seed: bytes, pub: Path) -> bytes:
+    """The public key for ``seed``: from ``pub`` if it holds one, else derived."""
+    try:
+        public = pub.read_bytes()
+    except FileNotFoundError:
+        public = b""
+    if len(public) == _SEED_BYTES:
+        return public
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

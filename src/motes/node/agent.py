@@ -127,7 +127,9 @@ class NodeAgent:
                 tg.create_task(self._prefetch_bundles())
                 tg.create_task(self._converge())
                 tg.create_task(self.scheduler.run())
-                await self._fill_warm_pool()
+                # Ready now: the warm pool fills in the background (a call that finds it
+                # empty starts a worker itself).
+                self._spawn(self._fill_warm_pool(), "warm pool")
                 self.state = "ready"
                 log.info("node %s (%s) ready", self.name, self.id)
                 if started is not None:

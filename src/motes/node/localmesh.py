@@ -21,6 +21,7 @@ from pathlib import Path
 from .._proc import die_with_parent
 from ..config import MESH_FILE, Timing
 from ..errors import MeshNotRunning, StartupError
+from ..identity import NodeKey
 from ..lattice import NatsServer, ServerConfig
 from ..wire import subjects
 from ..wire.bus import Lattice, scatter
@@ -104,6 +105,7 @@ class LocalMesh:
 
     async def start_node(self, node: NodeProc) -> None:
         node.home.mkdir(parents=True, exist_ok=True)
+        NodeKey.provision(node.home / "node.key")  # the node then reads it without crypto
         args = [
             sys.executable,
             "-m",
