@@ -672,7 +672,11 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m bench",
         description="Motes benchmarks: Motes and its peers measured side by side, as ratios.",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer calls per repetition")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer calls per repetition, the slowest peer measurements left out",
+    )
     parser.add_argument("--only", nargs="+", choices=METRICS, help="run only these metrics")
     parser.add_argument("--reps", type=int, help="repetitions per contender (default 7, quick 5)")
     parser.add_argument("--out", help="write the results JSON here instead")

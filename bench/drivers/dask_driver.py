@@ -30,6 +30,9 @@ def echo(x):
 
 
 def cluster_kwargs(tmp: str, workers: int) -> dict[str, object]:
+    import dask
+
+    dask.config.set({"temporary-directory": tmp})  # the scheduler's scratch space too
     return {
         "n_workers": workers,
         "threads_per_worker": 1,
