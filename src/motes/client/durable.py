@@ -32,7 +32,6 @@ from ..errors import (
     BadMessage,
     CallTimeout,
     EncodeError,
-    MotesError,
     NoInstance,
     RequestError,
     TransportError,
@@ -43,6 +42,7 @@ from ..wire import subjects
 from ..wire.bus import Lattice, watch_puts
 from ..wire.codec import check_size, decode, decode_reply, encode, encode_request, raise_for
 from ..wire.messages import AppRecord, DurableCall, Err, FlowDef, MoteSpec, Ok
+from ._items import aiter_of, item_result
 
 __all__ = ["CallHandle", "Durable", "Flow", "QueueStat"]
 
@@ -223,7 +223,7 @@ class Durable:
             await self.lattice.ensure_calls_stream()
             acks: list[asyncio.Future[Any]] = []
             n = 0
-            async for item in _aiter(items):
+            async for item in aiter_of(items):
                 call_id = f"{batch}.{n}"
                 data = _encode_item(DurableCall(call_id, [item], {}, timeout_ms), n, ref, limit)
                 msg_id = subjects.call_result_key(ref.app, ref.mote, call_id)
@@ -249,7 +249,7 @@ class Durable:
                     continue
                 got[int(update[0].rsplit(".", 1)[1])] = update[1]
                 while nxt in got:
-                    yield _item_result(got.pop(nxt), return_exceptions)
+                    yield item_result(_stored_reply(got.pop(nxt)), return_exceptions)
                     nxt += 1
 
     async def _function_spec(self, ref: MoteRef) -> MoteSpec:
@@ -423,26 +423,12 @@ def _encode_item(call: DurableCall, index: int, ref: MoteRef, limit: int) -> byt
     return check_size(data, limit, f"item {index} of the durable map over {ref}")
 
 
-def _reply_value(data: bytes) -> Any:
+def _stored_reply(data: bytes) -> Ok | Err:
     reply = decode_reply(data)
     if not isinstance(reply, Ok | Err):
         raise BadMessage("a stored durable result is a batch reply")
-    return raise_for(reply)
+    return reply
 
 
-def _item_result(data: bytes, return_exceptions: bool) -> Any:
-    try:
-        return _reply_value(data)
-    except MotesError as exc:
-        if return_exceptions:
-            return exc
-        raise
-
-
-async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+def _reply_value(data: bytes) -> Any:
+    return raise_for(_stored_reply(data))

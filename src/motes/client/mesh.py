@@ -58,6 +58,7 @@ from ..wire.messages import (
     Ok,
     WhyReply,
 )
+from ._items import aiter_of, item_result
 from ._replies import NoResponders, Replies, ReplyTimeout
 from .durable import CallHandle, Durable, Flow, QueueStat
 
@@ -164,10 +165,10 @@ class Mesh:
                 pending.append(asyncio.ensure_future(self._send_batch(ref, batch, timeout)))
                 while len(pending) >= window:
                     for r in await pending.popleft():
-                        yield _result(r, return_exceptions)
+                        yield item_result(r, return_exceptions)
             while pending:
                 for r in await pending.popleft():
-                    yield _result(r, return_exceptions)
+                    yield item_result(r, return_exceptions)
         finally:
             for task in pending:
                 task.cancel()
@@ -577,7 +578,7 @@ async def _batches(
     batch: list[msgspec.Raw] = []
     size = 0
     index = 0
-    async for item in _aiter(items):
+    async for item in aiter_of(items):
         one = _encode_item(item, index, name, limit)
         index += 1
         if batch and (size + len(one) > budget or len(batch) >= _BATCH_ITEMS):
@@ -597,27 +598,6 @@ def _encode_item(item: Any, index: int, name: str, limit: int) -> bytes:
     if len(data) > limit - 64:
         raise PayloadTooLarge(f"item {index} of the map over {name}", len(data), limit)
     return data
-
-
-async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
-
-
-def _result(r: Ok | Err, return_exceptions: bool) -> Any:
-    if isinstance(r, Ok):
-        return r.value
-    try:
-        raise_for(r)
-    except MotesError as exc:
-        if return_exceptions:
-            return exc
-        raise
-    raise AssertionError("unreachable")
 
 
 class _Connector:
