@@ -80,6 +80,7 @@ class Worker:
         self.spec: InstanceSpec | None = None
         self.state = "warm"
         self.inflight = 0
+        self._peak = 0  # most calls held at once (running + queued) since the last report
         self.served = 0
         self.failed = 0
         self._subs: list[Subscription] = []
@@ -151,7 +152,7 @@ class Worker:
             state=self.state,
             pid=os.getpid(),
             inflight=self.inflight,
-            queued=sum(sub.pending_msgs for sub in self._subs),
+            queued=max(self._peak, self.inflight + self._queued()) - self.inflight,
             served=self.served,
             failed=self.failed,
         )
@@ -164,9 +165,13 @@ class Worker:
             if self.spec is None:
                 continue
             now = self.status()
+            self._peak = 0
             if now != last and not self.nc.is_closed:
                 await self.nc.publish(subjects.instance_load(self.node), encode(now))
                 last = now
+
+    def _queued(self) -> int:
+        return sum(sub.pending_msgs for sub in self._subs)
 
     # --- loading -------------------------------------------------------------------------
 
@@ -340,7 +345,12 @@ class Worker:
             self._end()
 
     def _begin(self) -> None:
+        # The load is sampled here, as each call starts, not only when the status is taken:
+        # a sync mote holds the event loop while it runs, and nats-py hands it the queued
+        # calls one after another without yielding, so a status taken between calls would
+        # always see an empty queue however long it is.
         self.inflight += 1
+        self._peak = max(self._peak, self.inflight + self._queued())
         self._idle.clear()
 
     def _end(self) -> None:
