@@ -15,6 +15,14 @@ from motes.testing import FAST, local_mesh
 APPS = Path(__file__).parent / "e2e" / "apps"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep clients' store caches (``<motes home>/cache``) out of the user's home."""
+    import os
+
+    os.environ.setdefault("MOTES_HOME", str(tmp_path_factory.mktemp("home")))
+
+
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[LocalMesh]:
     async with local_mesh(tmp_path, nodes=3) as m:

@@ -21,7 +21,7 @@ from .errors import MeshNotRunning, RequestError
 __all__ = ["MESH_FILE", "Timing", "default_home", "read_mesh_file", "resolve_home"]
 
 MESH_FILE = "mesh.json"
-_OTHER_VARS = frozenset({"MOTES_HOME", "MOTES_URL"})
+_OTHER_VARS = frozenset({"MOTES_HOME", "MOTES_URL", "MOTES_CACHE"})
 """``MOTES_*`` variables that are not Timing fields."""
 """Written under the home by a running local mesh: its URL and pids."""
 
@@ -46,6 +46,8 @@ class Timing:
     """How long a mesh-wide query (nodes, ps) waits for the slowest answer."""
     warm_workers: int = 1
     """Idle worker processes each node keeps started, so placement skips interpreter start."""
+    repair_s: float = 5.0
+    """How often the store's repairer looks for lost store nodes (and then repairs)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Timing:

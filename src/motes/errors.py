@@ -6,7 +6,9 @@
     ├── RetryableError                 try again later; nothing was lost
     │   ├── TransportError             the lattice is unreachable (also ConnectionError)
     │   ├── CallTimeout                the deadline passed (also TimeoutError)
-    │   └── NoInstance                 the mote is known but has no running instance
+    │   ├── NoInstance                 the mote is known but has no running instance
+    │   ├── StoreUnhappy               too few nodes may hold shares for the upload's happiness
+    │   └── DataUnavailable            fewer than k good shares of some stored data are reachable
     ├── RequestError                   fix the request; retrying the same one will fail again
     │   ├── UnknownMote                no deployed app declares this mote (also LookupError)
     │   ├── UnknownFlow                no deployed app declares this flow (also LookupError)
@@ -15,7 +17,11 @@
     │   ├── PayloadTooLarge            a message exceeds the size limit (also ValueError)
     │   ├── BadMessage                 bytes that are not a valid Motes message (also ValueError)
     │   ├── BadApp                     an app cannot be bundled or deployed (also ValueError)
-    │   └── MeshNotRunning             no mesh at the given home or URL
+    │   ├── MeshNotRunning             no mesh at the given home or URL
+    │   ├── BadCapability              a capability string is malformed or corrupt (ValueError)
+    │   │   └── UnknownCapability      a capability version this Motes does not know
+    │   ├── NotStored                  nothing in the mesh answers for a capability (LookupError)
+    │   └── Unsupported                this machine lacks what the request needs (e.g. FUSE)
     ├── RemoteError                    the mote itself raised; carries the remote traceback
     └── FatalError                     give up: something is broken, not busy
         └── StartupError               a component failed to start (server, node, worker)
@@ -32,21 +38,27 @@ from typing import Any, ClassVar
 __all__ = [
     "BadApp",
     "BadArgument",
+    "BadCapability",
     "BadMessage",
     "CallTimeout",
+    "DataUnavailable",
     "EncodeError",
     "FatalError",
     "MeshNotRunning",
     "MotesError",
     "NoInstance",
+    "NotStored",
     "PayloadTooLarge",
     "RemoteError",
     "RequestError",
     "RetryableError",
     "StartupError",
+    "StoreUnhappy",
     "TransportError",
+    "UnknownCapability",
     "UnknownFlow",
     "UnknownMote",
+    "Unsupported",
     "error_from_wire",
 ]
 
@@ -220,6 +232,84 @@ class MeshNotRunning(RequestError):
     code = "no_mesh"
 
 
+class BadCapability(RequestError, ValueError):
+    """A capability string that cannot be parsed, or whose checksum does not match."""
+
+    code = "bad_cap"
+
+    def __init__(self, cap: str, detail: str) -> None:
+        shown = cap if len(cap) <= 24 else cap[:21] + "..."
+        super().__init__(f"bad capability {shown!r}: {detail}")
+        self.cap = cap
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"cap": self.cap, "detail": self.detail}
+
+
+class UnknownCapability(BadCapability):
+    """A well-formed capability of a kind or version this Motes does not know."""
+
+    code = "unknown_cap"
+
+
+class NotStored(RequestError, LookupError):
+    """No node holds anything for this capability (never stored, or every share is gone)."""
+
+    code = "not_stored"
+
+    def __init__(self, what: str, detail: str = "") -> None:
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"nothing stored for {what}{extra}")
+        self.what = what
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"what": self.what, "detail": self.detail}
+
+
+class Unsupported(RequestError):
+    """This machine lacks something the request needs (a kernel feature, a library)."""
+
+    code = "unsupported"
+
+
+class StoreUnhappy(RetryableError):
+    """An upload could not place shares on enough distinct nodes; nothing was recorded."""
+
+    code = "unhappy"
+
+    def __init__(self, need: int, have: int, detail: str = "") -> None:
+        extra = f"; {detail}" if detail else ""
+        super().__init__(
+            f"an upload needs shares on {need} distinct nodes (servers of happiness) "
+            f"but only {have} may hold them{extra}"
+        )
+        self.need = need
+        self.have = have
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"need": self.need, "have": self.have, "detail": self.detail}
+
+
+class DataUnavailable(RetryableError):
+    """Fewer than ``need`` good shares of a stored piece are reachable right now."""
+
+    code = "unavailable"
+
+    def __init__(self, what: str, need: int, good: int, detail: str = "") -> None:
+        extra = f"; {detail}" if detail else ""
+        super().__init__(f"{what}: {good} good share(s) reachable, {need} needed{extra}")
+        self.what = what
+        self.need = need
+        self.good = good
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"what": self.what, "need": self.need, "good": self.good, "detail": self.detail}
+
+
 class RemoteError(MotesError):
     """The mote raised an exception; ``traceback`` is the remote one, as text."""
 
@@ -280,6 +370,12 @@ _BY_CODE: dict[str, type[MotesError]] = {
         BadMessage,
         BadApp,
         MeshNotRunning,
+        BadCapability,
+        UnknownCapability,
+        NotStored,
+        Unsupported,
+        StoreUnhappy,
+        DataUnavailable,
         RemoteError,
         FatalError,
         StartupError,

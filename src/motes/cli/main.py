@@ -18,7 +18,7 @@ from .. import __version__
 from .._proc import run_main
 from ..config import resolve_home
 from ..errors import MotesError, RemoteError, RequestError
-from . import commands
+from . import commands, store
 
 __all__ = ["main"]
 
@@ -117,6 +117,36 @@ def _parser() -> argparse.ArgumentParser:
     flow_show.add_argument("flow", nargs="?", metavar="APP[.FLOW]")
     flow_show.add_argument("--json", action="store_true")
 
+    policy_help = "k=3,n=10,happy=7,chunk=1048576,label.KEY=VALUE (default: fitted to the mesh)"
+    put = sub.add_parser("put", help="store a file or directory; print its read capability")
+    put.add_argument("path")
+    put.add_argument("--policy", help=policy_help)
+    get = sub.add_parser("get", help="fetch stored data by capability (to stdout, or -o PATH)")
+    get.add_argument("cap")
+    get.add_argument("-o", "--output", help="write here (a directory cap makes a directory)")
+    cat = sub.add_parser("cat", help="write a stored file to stdout")
+    cat.add_argument("cap")
+    ls = sub.add_parser("ls", help="list a stored directory (or dataset)")
+    ls.add_argument("cap")
+    ls.add_argument("--caps", action="store_true", help="show each entry's read capability")
+    check = sub.add_parser("check", help="count a stored file's shares in the mesh")
+    check.add_argument("cap")
+    check.add_argument("--repair", action="store_true", help="regenerate missing shares")
+    sub.add_parser("du", help="what each node stores and caches")
+    dataset = sub.add_parser("dataset", help="mutable, named collections of stored data")
+    ds_cmds = dataset.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    ds_create = ds_cmds.add_parser("create", help="a new empty dataset; keeps its write cap here")
+    ds_create.add_argument("name")
+    ds_create.add_argument("--policy", help=policy_help)
+    ds_add = ds_cmds.add_parser("add", help="store PATH and add it to the dataset")
+    ds_add.add_argument("name")
+    ds_add.add_argument("path")
+    ds_add.add_argument("--as", dest="as_name", help="its name in the dataset (default: basename)")
+    ds_cmds.add_parser("list", help="datasets whose write capability is kept here")
+    mount = sub.add_parser("mount", help="a read-only FUSE view of a stored directory")
+    mount.add_argument("cap")
+    mount.add_argument("dir")
+
     demo = sub.add_parser("demo", help="3-node mesh counts identifiers in the standard library")
     demo.add_argument("--nodes", type=int, default=3)
     return p
@@ -139,6 +169,14 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] =
     "here": commands.here,
     "drain": commands.drain,
     "rollback": commands.rollback,
+    "put": store.put,
+    "get": store.get,
+    "cat": store.cat,
+    "ls": store.ls,
+    "check": store.check,
+    "du": store.du,
+    "dataset": store.dataset,
+    "mount": store.mount,
 }
 
 

@@ -15,6 +15,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -39,6 +40,7 @@ from ..errors import (
 )
 from ..ids import MoteRef
 from ..runtime.actors import shard_of
+from ..store.client import StoreClient
 from ..wire import subjects
 from ..wire.bus import Lattice, scatter
 from ..wire.codec import batch_results, decode, decode_reply, encode, encode_request, raise_for
@@ -81,9 +83,11 @@ class _RawBatch(msgspec.Struct, array_like=True, tag="b1"):
 class Mesh:
     """A connection to a mesh. Get one with ``async with motes.connect() as mesh``."""
 
-    def __init__(self, lattice: Lattice, timing: Timing) -> None:
+    def __init__(self, lattice: Lattice, timing: Timing, cache_dir: Path | None = None) -> None:
         self.lattice = lattice
         self.timing = timing
+        self.store = StoreClient(lattice, scatter_s=timing.scatter_s, cache_dir=cache_dir)
+        """The mesh's store: ``put``, ``get``, ``open``, ``writer``, ``ls``, ``check``, datasets."""
         self._replies = Replies(lattice.nc)
         self._refs: dict[str, MoteRef] = {}
         self._specs: dict[tuple[str, str], MoteSpec] = {}
@@ -604,19 +608,32 @@ class _Connector:
     """``await connect()`` or ``async with connect() as mesh``."""
 
     def __init__(
-        self, url: str | None, home: str | os.PathLike[str] | None, timing: Timing | None
+        self,
+        url: str | None,
+        home: str | os.PathLike[str] | None,
+        timing: Timing | None,
+        cache: str | os.PathLike[str] | bool,
     ) -> None:
         self.url = url
         self.home = home
         self.timing = timing
+        self.cache = cache
         self.mesh: Mesh | None = None
+
+    def _cache_dir(self) -> Path | None:
+        if self.cache is False:
+            return None
+        if self.cache is True:
+            env = os.environ.get("MOTES_CACHE")
+            return Path(env) if env else resolve_home(self.home) / "cache"
+        return Path(self.cache)
 
     async def _open(self) -> Mesh:
         url = self.url or os.environ.get("MOTES_URL")
         if url is None:
             url = str(read_mesh_file(resolve_home(self.home))["url"])
         lattice = await Lattice.connect(url, name="motes client")
-        mesh = Mesh(lattice, self.timing or Timing.from_env())
+        mesh = Mesh(lattice, self.timing or Timing.from_env(), self._cache_dir())
         await mesh._start()
         return mesh
 
@@ -637,7 +654,12 @@ def connect(
     *,
     home: str | os.PathLike[str] | None = None,
     timing: Timing | None = None,
+    cache: str | os.PathLike[str] | bool = True,
 ) -> _Connector:
     """Connect to a mesh: ``url`` if given, else ``MOTES_URL``, else the local mesh at the
-    motes home (``--home``/``MOTES_HOME``/platform data dir) started by ``motes up``."""
-    return _Connector(url, home, timing)
+    motes home (``--home``/``MOTES_HOME``/platform data dir) started by ``motes up``.
+
+    Stored data read through this connection is cached in ``cache``: by default
+    ``MOTES_CACHE`` (set for motes, to their node's cache), else ``<motes home>/cache``;
+    ``False`` reads without a cache."""
+    return _Connector(url, home, timing, cache)

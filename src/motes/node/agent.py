@@ -9,9 +9,11 @@ mesh queries (nodes, ps) and ships worker output to the log stream.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from .. import __version__
+from .._proc import die_with_parent
 from ..app.bundle import extract_bundle
 from ..config import Timing
 from ..errors import BadMessage, MotesError
@@ -106,10 +109,12 @@ class NodeAgent:
         self._spawning = asyncio.Semaphore(2)
         self._workers: set[WorkerProc] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self._store: asyncio.subprocess.Process | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self, *, started: asyncio.Event | None = None) -> None:
+        self._store = await self._start_store()  # starts beside the agent's own start
         await self.lattice.ensure_log_stream()
         nodes = await self.lattice.kv(subjects.KV_NODES)
         nc = self.lattice.nc
@@ -130,6 +135,7 @@ class NodeAgent:
                 # Ready now: the warm pool fills in the background (a call that finds it
                 # empty starts a worker itself).
                 self._spawn(self._fill_warm_pool(), "warm pool")
+                await self._store_ready()
                 self.state = "ready"
                 log.info("node %s (%s) ready", self.name, self.id)
                 if started is not None:
@@ -141,6 +147,7 @@ class NodeAgent:
         except* _Stopped:
             pass
         finally:
+            await self._stop_store()
             for sub in subs:
                 try:
                     await sub.unsubscribe()
@@ -150,12 +157,55 @@ class NodeAgent:
     def stop(self) -> None:
         self._stop.set()
 
+    async def _start_store(self) -> asyncio.subprocess.Process:
+        """The node's store service, in its own process (see ``motes.store.service``)."""
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "motes.store.service",
+            "--url",
+            self.url,
+            "--home",
+            str(self.home),
+            "--node",
+            self.id,
+            "--labels",
+            json.dumps(self.record.labels),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )
+
+    async def _store_ready(self) -> None:
+        """Wait for the store service's "ready" line: a node is ready with its store."""
+        assert self._store is not None and self._store.stdout is not None
+        try:
+            async with asyncio.timeout(self.timing.start_timeout_s):
+                line = await self._store.stdout.readline()
+        except TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            log.error("the store service did not start (exit %s)", self._store.returncode)
+
+    async def _stop_store(self) -> None:
+        proc = self._store
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
     async def _shutdown(self, nodes: KeyValue) -> None:
         """Leave cleanly: withdraw the record (so the scheduler moves our work), stop workers."""
         try:
             await nodes.delete(self.id)
         except (nats.errors.Error, MotesError) as exc:
             log.warning("could not withdraw node record: %s", exc)
+        await self._stop_store()
         async with self._filling:  # a warm-pool refill in progress finishes first
             pass
         # Every worker this agent started, whatever it was doing (warm, starting, serving,
@@ -386,7 +436,7 @@ class NodeAgent:
             return await self._start_worker()
 
     async def _start_worker(self) -> WorkerProc:
-        worker = await spawn_worker(self.lattice, self.url, self.id)
+        worker = await spawn_worker(self.lattice, self.url, self.id, str(self.home / "cache"))
         self._workers.add(worker)
         self._spawn(self._pump(worker), f"output of {worker.wid}")
         await worker.wait_warm(self.timing.start_timeout_s)

@@ -175,10 +175,14 @@ class WorkerProc:
             log.debug("could not ship %d log lines of %s: %s", len(lines), self.wid, exc)
 
 
-async def spawn_worker(lattice: Lattice, url: str, node: str) -> WorkerProc:
-    """Start a worker process (not yet warm: call ``wait_warm``)."""
+async def spawn_worker(lattice: Lattice, url: str, node: str, cache_dir: str) -> WorkerProc:
+    """Start a worker process (not yet warm: call ``wait_warm``).
+
+    A mote inside it reaches the mesh with a plain ``motes.connect()`` (``MOTES_URL``),
+    and reads stored data through the node's cache (``MOTES_CACHE``).
+    """
     wid = f"{node}-{os.getpid()}-{next(_ids)}"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MOTES_URL=url, MOTES_CACHE=cache_dir)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

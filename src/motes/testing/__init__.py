@@ -23,7 +23,12 @@ __all__ = ["FAST", "eventually", "local_mesh", "nats_server"]
 T = TypeVar("T")
 
 FAST = Timing(
-    heartbeat_s=0.1, failure_timeout_s=1.0, lease_ttl_s=1.0, scatter_s=0.5, instance_wait_s=3.0
+    heartbeat_s=0.1,
+    failure_timeout_s=1.0,
+    lease_ttl_s=1.0,
+    scatter_s=0.5,
+    instance_wait_s=3.0,
+    repair_s=0.5,
 )
 """Timing for tests: failures noticed, and leaders replaced, within about a second."""
 

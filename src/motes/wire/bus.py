@@ -59,6 +59,10 @@ _BUCKETS = (
     _Bucket(subjects.KV_CTX),
     _Bucket(subjects.KV_RESULTS, ttl=RESULT_TTL_S),
     _Bucket(subjects.KV_FLOWS, history=8),
+    _Bucket(subjects.KV_STORE),
+    _Bucket(subjects.KV_FILES),
+    _Bucket(subjects.KV_HOLDINGS),
+    _Bucket(subjects.KV_DATASETS, history=8),
 )
 
 

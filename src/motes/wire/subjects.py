@@ -14,6 +14,11 @@ Layout (``{node}``, ``{app}``, ``{mote}`` are validated names, never user free t
     motes.w.{worker}                   one worker process's control requests
     motes.log.{app}.{mote}.{node}      worker output, kept in the MOTES_LOGS stream
     motes.durable.{app}.{mote}         durable calls, kept in the MOTES_CALLS work queue
+    motes.store.{node}.put             store one share (piece) on that node's store service
+    motes.store.{node}.get             read one share (piece) from it
+    motes.store.{node}.tag             tell it which files its blobs belong to
+    motes.store.locate                 every store service answers which shares it holds
+    motes.store.repair                 one store service (queue group) checks/repairs a file
 
 KV keys of stored durable results (``{token}`` is a KV-safe spelling of a call id)::
 
@@ -43,6 +48,12 @@ STREAM_LOGS = "MOTES_LOGS"
 KV_RESULTS = "motes_results"
 KV_FLOWS = "motes_flows"
 STREAM_CALLS = "MOTES_CALLS"
+KV_STORE = "motes_store"
+"""Mesh-wide store settings: key ``convergence`` holds the convergence secret."""
+CONVERGENCE_KEY = "convergence"
+KV_FILES = "motes_files"
+KV_HOLDINGS = "motes_holdings"
+KV_DATASETS = "motes_datasets"
 
 LEASE_KEY = "scheduler"
 CTL_NODES = f"{PREFIX}.ctl.nodes"
@@ -52,6 +63,14 @@ SCHED_DEMAND = f"{PREFIX}.sched.demand"
 HEARTBEATS = f"{PREFIX}.hb.*"
 LOGS_ALL = f"{PREFIX}.log.>"
 DURABLE_ALL = f"{PREFIX}.durable.>"
+STORE_LOCATE = f"{PREFIX}.store.locate"
+STORE_REPAIR = f"{PREFIX}.store.repair"
+STORE_REPAIR_QUEUE = "q.store.repair"
+
+
+def store(node: str, op: str) -> str:
+    """A node's store service: ``op`` is ``put``, ``get`` or ``tag``."""
+    return f"{PREFIX}.store.{node}.{op}"
 
 
 def call(app: str, mote: str) -> str:

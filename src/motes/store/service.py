@@ -1,0 +1,328 @@
+"""The store service: one per node with disk, in its own process beside the node agent.
+
+It keeps shares (``shares.DiskShares``) and serves them over NATS, answers "which shares
+do you hold", reports the node's holdings (shares and cache, per file) to KV for the
+scheduler's data-locality rule, and answers check/repair requests (a queue group: one
+service takes each). One service at a time, the holder of the ``store-repair`` lease,
+watches for lost store nodes and repairs every registered file when one goes.
+
+Running apart from the agent keeps heavy transfers (hashing, fsync) from delaying the
+agent's heartbeats. Disk work runs in threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+
+from .._proc import run_main
+from ..config import Timing
+from ..errors import BadMessage, MotesError
+from ..wire import subjects
+from ..wire.bus import Lattice
+from ..wire.codec import decode, encode, encode_error
+from ..wire.messages import Ok
+from ..wire.store import (
+    FileRecord,
+    Holdings,
+    Locate,
+    Located,
+    RepairRequest,
+    ShareGet,
+    SharePiece,
+    SharePut,
+    Tag,
+)
+from ._net import StoreNet
+from .cache import BlobCache
+from .caps import FileVerifyCap, parse_cap
+from .format import check_share
+from .repair import check_file
+from .shares import DiskShares, parse_header
+
+__all__ = ["StoreService"]
+
+log = logging.getLogger(__name__)
+REPAIR_LEASE_KEY = "store-repair"
+_HOLDINGS_EVERY_S = 1.0
+_SWEEP_EVERY_S = 600.0
+"""How often every file is checked even when no store node was lost."""
+
+
+class StoreService:
+    def __init__(
+        self,
+        lattice: Lattice,
+        *,
+        node: str,
+        directory: Path,
+        cache_dir: Path,
+        labels: dict[str, str],
+        timing: Timing,
+    ) -> None:
+        self.lattice = lattice
+        self.node = node
+        self.shares = DiskShares(directory)
+        self.cache = BlobCache(cache_dir)
+        self.labels = labels
+        self.timing = timing
+        self._writes = asyncio.Semaphore(8)
+        self._changed = asyncio.Event()
+        self._changed.set()
+        self._tg: asyncio.TaskGroup | None = None
+
+    async def run(self, *, started: asyncio.Event | None = None) -> None:
+        nc = self.lattice.nc
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for op, cb in (("put", self._on_put), ("get", self._on_get), ("tag", self._on_tag)):
+                await nc.subscribe(subjects.store(self.node, op), cb=cb)
+            await nc.subscribe(subjects.STORE_LOCATE, cb=self._on_locate)
+            await nc.subscribe(
+                subjects.STORE_REPAIR, queue=subjects.STORE_REPAIR_QUEUE, cb=self._on_repair
+            )
+            await nc.flush()
+            await self._report_holdings()
+            tg.create_task(self._holdings_loop())
+            tg.create_task(self._repair_loop())
+            log.info("store on %s ready (%s)", self.node, self.shares.dir)
+            if started is not None:
+                started.set()
+
+    async def forget(self) -> None:
+        """Withdraw this node's holdings record (a clean stop: no one waits for us)."""
+        kv = await self.lattice.kv(subjects.KV_HOLDINGS)
+        try:
+            await kv.delete(self.node)
+        except nats.errors.Error:
+            pass
+
+    # --- serving shares ----------------------------------------------------------------
+
+    async def _reply(self, msg: Msg, data: bytes) -> None:
+        if msg.reply:
+            await self.lattice.nc.publish(msg.reply, data)
+
+    async def _on_put(self, msg: Msg) -> None:
+        assert self._tg is not None
+        await self._writes.acquire()  # at most 8 writes at once; the rest wait in NATS
+        self._tg.create_task(self._put(msg))
+
+    async def _put(self, msg: Msg) -> None:
+        try:
+            try:
+                put = decode(msg.data, SharePut)
+                await asyncio.to_thread(
+                    self.shares.put, put.root, put.num, put.header, put.offset, put.total, put.data
+                )
+            except BadMessage as exc:
+                await self._reply(msg, encode_error(exc))
+                return
+            except OSError as exc:
+                await self._reply(msg, encode_error(MotesError(f"store on {self.node}: {exc}")))
+                return
+            self._changed.set()
+            await self._reply(msg, encode(Ok(None)))
+        finally:
+            self._writes.release()
+
+    async def _on_get(self, msg: Msg) -> None:
+        try:
+            get = decode(msg.data, ShareGet)
+            header, total, data = await asyncio.to_thread(
+                self.shares.read, get.root, get.num, get.offset, get.length
+            )
+            if get.offset == 0 and len(data) == total:
+                # Whole-share reads are checked here too: a share rotted on disk is set
+                # aside (and repair regenerates it) rather than served again and again.
+                head = parse_header(get.root, header)
+                if not check_share(head, get.num, data):
+                    await asyncio.to_thread(self.shares.quarantine, get.root, get.num)
+                    self._changed.set()
+                    raise BadMessage(f"share {get.num} on {self.node} is corrupt; set aside")
+        except KeyError:
+            await self._reply(msg, encode_error(BadMessage(f"no such share on {self.node}")))
+            return
+        except BadMessage as exc:
+            await self._reply(msg, encode_error(exc))
+            return
+        await self._reply(msg, encode(SharePiece(header, total, data)))
+
+    async def _on_tag(self, msg: Msg) -> None:
+        try:
+            tag = decode(msg.data, Tag)
+            await asyncio.to_thread(self.shares.tag, tag.sis, tag.roots)
+        except BadMessage as exc:
+            await self._reply(msg, encode_error(exc))
+            return
+        self._changed.set()
+        await self._reply(msg, encode(Ok(None)))
+
+    async def _on_locate(self, msg: Msg) -> None:
+        try:
+            locate = decode(msg.data, Locate)
+        except BadMessage:
+            return
+        held = await asyncio.to_thread(self.shares.held, locate.roots)
+        await self._reply(msg, encode(Located(self.node, held, self.labels)))
+
+    # --- holdings ------------------------------------------------------------------------
+
+    async def _holdings_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_HOLDINGS_EVERY_S)
+            try:
+                cache_changed = self.cache.blobs.stat().st_mtime > self._reported_at
+                if self._changed.is_set() or cache_changed:
+                    await self._report_holdings()
+            except (OSError, nats.errors.Error, MotesError) as exc:
+                log.warning("store: could not report holdings: %s", exc)
+                self._changed.set()
+
+    async def _report_holdings(self) -> None:
+        self._changed.clear()
+        self._reported_at = time.time()
+        (files, share_bytes), (cached, cache_bytes) = await asyncio.gather(
+            asyncio.to_thread(self.shares.holdings), asyncio.to_thread(self.cache.holdings)
+        )
+        for si, size in cached.items():
+            files[si] = files.get(si, 0) + size
+        record = Holdings(
+            node=self.node,
+            files=files,
+            share_bytes=share_bytes,
+            cache_bytes=cache_bytes,
+            free_bytes=self.shares.free_bytes(),
+        )
+        kv = await self.lattice.kv(subjects.KV_HOLDINGS)
+        await kv.put(self.node, encode(record))
+
+    # --- check and repair ----------------------------------------------------------------
+
+    async def _on_repair(self, msg: Msg) -> None:
+        assert self._tg is not None
+        self._tg.create_task(self._repair_one(msg))
+
+    async def _repair_one(self, msg: Msg) -> None:
+        try:
+            req = decode(msg.data, RepairRequest)
+            cap = parse_cap(req.verify)
+            if not isinstance(cap, FileVerifyCap):
+                raise BadMessage("check needs a file's verify capability")
+            labels = await self._policy_of(cap)
+            net = StoreNet(self.lattice, scatter_s=self.timing.scatter_s)
+            report = await check_file(net, cap, repair=req.repair, labels=labels)
+        except MotesError as exc:
+            await self._reply(msg, encode_error(exc))
+            return
+        await self._reply(msg, encode(report))
+
+    async def _policy_of(self, cap: FileVerifyCap) -> dict[str, str]:
+        kv = await self.lattice.kv(subjects.KV_FILES)
+        try:
+            entry = await kv.get(cap.si_hex)
+        except nats.js.errors.KeyNotFoundError:
+            return {}
+        return decode(entry.value or b"", FileRecord).labels
+
+    async def _repair_loop(self) -> None:
+        """While holding the repair lease: after a store node is lost, repair every file."""
+        lease = await self.lattice.lease_kv(self.timing.lease_ttl_s)
+        net = StoreNet(self.lattice, scatter_s=self.timing.scatter_s)
+        revision = 0
+        seen: set[str] = set()
+        swept = time.monotonic()
+        while True:
+            await asyncio.sleep(self.timing.repair_s)
+            try:
+                if revision:
+                    revision = await lease.update(REPAIR_LEASE_KEY, self.node.encode(), revision)
+                else:
+                    revision = await lease.create(REPAIR_LEASE_KEY, self.node.encode())
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+                revision, seen = 0, set()
+                continue
+            except nats.errors.TimeoutError:
+                continue
+            await net.locate([])
+            live = set(net.nodes.labels)
+            lost = seen - live
+            if lost or time.monotonic() - swept > _SWEEP_EVERY_S:
+                log.info("store: %s lost; repairing every file", ", ".join(sorted(lost)) or "sweep")
+                await self._repair_all(net)
+                swept = time.monotonic()
+            seen = live
+
+    async def _repair_all(self, net: StoreNet) -> None:
+        files = await self.lattice.kv_values(subjects.KV_FILES, FileRecord)
+        for record, _ in files.values():
+            try:
+                cap = parse_cap(record.verify)
+                assert isinstance(cap, FileVerifyCap)
+                report = await check_file(net, cap, repair=True, labels=record.labels)
+            except MotesError as exc:
+                log.warning("store: repairing %s failed: %s", record.verify[:24], exc)
+                continue
+            if report.repaired_shares:
+                log.info(
+                    "store: %s: %d share(s) regenerated", record.verify[:24], report.repaired_shares
+                )
+
+
+async def _main(args: argparse.Namespace) -> None:
+    timing = Timing.from_env()
+    lattice = await Lattice.connect(args.url, name=f"motes-store-{args.node}")
+    service = StoreService(
+        lattice,
+        node=args.node,
+        directory=Path(args.home) / "store",
+        cache_dir=Path(args.home) / "cache",
+        labels=json.loads(args.labels),
+        timing=timing,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started = asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(service.run(started=started))
+            await started.wait()
+            print("ready", flush=True)  # the node agent waits for this line
+            await stop.wait()
+            task.cancel()
+    except* asyncio.CancelledError:
+        pass
+    finally:
+        await service.forget()
+        await lattice.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m motes.store.service")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--labels", default="{}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"store {args.node[:8]} %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    run_main(_main(args))
+
+
+if __name__ == "__main__":
+    main()
