@@ -45,6 +45,7 @@ def test_rules_are_judged_in_the_order_motes_why_shows_them() -> None:
         "capabilities",
         "labels",
         "owner",
+        "locality",
         "spread",
     ]
 
@@ -248,6 +249,7 @@ def test_judge_gives_a_vetoed_node_no_score_but_every_verdict() -> None:
         ("capabilities", False),
         ("labels", False),
         ("owner", True),
+        ("locality", True),
         ("spread", True),
     ]
 

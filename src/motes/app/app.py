@@ -144,6 +144,10 @@ class App:
             raise BadApp(f"{where}: need 0 <= min <= max and max >= 1 (min={lo}, max={hi})")
         if options.get("shards", 1) < 1 or options.get("concurrency", 0) < 0:
             raise BadApp(f"{where}: shards must be >= 1 and concurrency >= 0")
+        reads = options.get("reads", [])
+        if not isinstance(reads, list | tuple) or not all(isinstance(r, str) for r in reads):
+            raise BadApp(f"{where}: reads must be a list of capability strings, not {reads!r}")
+        options["reads"] = list(reads)
         usage = options.pop("kind", "any")
         if usage not in ("any", "batch", "interactive"):
             raise BadApp(f"{where}: kind must be 'any', 'batch' or 'interactive', not {usage!r}")

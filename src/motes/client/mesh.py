@@ -27,6 +27,7 @@ from nats.js.api import DeliverPolicy
 from ..app import App, build_bundle, load_app_file
 from ..config import Timing, read_mesh_file, resolve_home
 from ..errors import (
+    BadApp,
     BadMessage,
     CallTimeout,
     EncodeError,
@@ -40,6 +41,7 @@ from ..errors import (
 )
 from ..ids import MoteRef
 from ..runtime.actors import shard_of
+from ..store.caps import parse_cap
 from ..store.client import StoreClient
 from ..wire import subjects
 from ..wire.bus import Lattice, scatter
@@ -345,7 +347,7 @@ class Mesh:
             name=app.name,
             digest=bundle.digest,
             module=bundle.module,
-            motes=app.specs(),
+            motes=[_reads_as_indexes(spec) for spec in app.specs()],
             requirements=app.requirements,
             flows=app.flows,
             deployed_at=time.time(),
@@ -602,6 +604,20 @@ def _encode_item(item: Any, index: int, name: str, limit: int) -> bytes:
     if len(data) > limit - 64:
         raise PayloadTooLarge(f"item {index} of the map over {name}", len(data), limit)
     return data
+
+
+def _reads_as_indexes(spec: MoteSpec) -> MoteSpec:
+    """A mote's declared reads as storage indexes: what the scheduler may know of them
+    (a read capability in the app record would hand its key to anyone who reads the KV)."""
+    if not spec.reads:
+        return spec
+    indexes = []
+    for cap in spec.reads:
+        try:
+            indexes.append(parse_cap(cap).si_hex)
+        except MotesError as exc:
+            raise BadApp(f"mote {spec.name}: reads: {exc}") from None
+    return msgspec.structs.replace(spec, reads=indexes)
 
 
 class _Connector:

@@ -25,6 +25,7 @@ from ..errors import BadMessage
 from ..wire import subjects
 from ..wire.bus import Lattice
 from ..wire.codec import decode, encode
+from ..wire.store import Holdings
 from ..wire.messages import (
     AppRecord,
     MoteQuery,
@@ -39,6 +40,7 @@ from .state import (
     AppPut,
     Assign,
     Command,
+    DataHeld,
     Demand,
     DrainSet,
     Elected,
@@ -171,6 +173,7 @@ class SchedulerService:
                 tg.create_task(self._watch(subjects.KV_NODES, self._node_event))
                 tg.create_task(self._watch(subjects.KV_APPS, self._app_event))
                 tg.create_task(self._watch(subjects.KV_CTX, self._ctx_event))
+                tg.create_task(self._watch(subjects.KV_HOLDINGS, self._holdings_event))
                 tg.create_task(self._ticks())
                 while True:
                     event = await self._events.get()
@@ -257,6 +260,10 @@ class SchedulerService:
             node = key.removeprefix("drain.")
             return DrainSet(now=self.clock(), node=node, drained=value is not None)
         return None
+
+    def _holdings_event(self, key: str, value: bytes | None) -> Event:
+        files = decode(value, Holdings).files if value else {}
+        return DataHeld(now=self.clock(), node=key, files=files)
 
     def _app_event(self, key: str, value: bytes | None) -> Event:
         if value is None:

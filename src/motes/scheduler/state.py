@@ -144,6 +144,15 @@ class DrainSet:
     drained: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataHeld:
+    """What a node's store holds and caches, per storage index (its holdings report)."""
+
+    now: float
+    node: str
+    files: dict[str, int]
+
+
 Event = (
     Elected
     | NodeUp
@@ -155,6 +164,7 @@ Event = (
     | Demand
     | PresenceSet
     | DrainSet
+    | DataHeld
 )
 
 # --- commands --------------------------------------------------------------------------
@@ -213,6 +223,8 @@ class SchedulerState:
         self.assigned: Plan = {}
         self.presence: str | None = None
         self.drained: set[str] = set()
+        self.held: dict[str, dict[str, int]] = {}
+        """Node id -> storage index -> bytes its store holds or caches of that file."""
         self.scale: dict[MoteKey, int] = {}
         """Instances the autoscaler (or a caller's demand) wants, when above ``min``."""
         self.busy_at: dict[MoteKey, float] = {}
@@ -265,6 +277,9 @@ class SchedulerState:
                 self.scale[(app, mote)] = 1
             case PresenceSet(node=node):
                 self.presence = node
+            case DataHeld(node=node, files=files):
+                self.held[node] = files
+                return []  # steers new placements only; nothing running moves for it
             case DrainSet(node=node, drained=drained):
                 (self.drained.add if drained else self.drained.discard)(node)
         if self.epoch == 0:
@@ -562,7 +577,15 @@ class SchedulerState:
             presence_known=self.presence is not None,
             on_battery=node.power.on_battery or labels.get("power") == "battery",
             battery_pct=node.power.battery_pct,
+            reads_here=self._reads_held(nid, mote),
+            reads_most=max((self._reads_held(n, mote) for n in self.nodes), default=0),
         )
+
+    def _reads_held(self, nid: str, mote: MoteSpec) -> int:
+        if not mote.reads:
+            return 0
+        held = self.held.get(nid, {})
+        return sum(held.get(si, 0) for si in mote.reads)
 
     def _best_node(self, mote: MoteSpec, plan: Plan, app: AppRecord) -> str | None:
         best: tuple[float, str] | None = None

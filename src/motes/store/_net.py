@@ -179,4 +179,3 @@ class StoreNet:
     async def tag(self, node: str, payload: bytes) -> None:
         reply = await self._ask(node, "tag", payload, self.request_s)
         raise_for(decode(reply, Ok | Err))  # type: ignore[arg-type]
-

@@ -136,6 +136,9 @@ class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):
     runs where the user is (``motes here``). Declared as ``kind=`` on the decorator."""
     idle: float = 30.0
     """Seconds without work after which instances above ``min`` are stopped."""
+    reads: list[str] = []
+    """Stored data the mote reads, as declared (capability strings); deploy turns each
+    into its storage index (hex), which is all the scheduler's data-locality rule needs."""
 
 
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True, tag="app1"):

@@ -14,6 +14,7 @@ from ._types import NodeView
 from .capabilities import capabilities
 from .labels import labels
 from .liveness import liveness
+from .locality import locality
 from .owner import owner
 from .resources import resources
 from .spread import spread
@@ -22,7 +23,7 @@ __all__ = ["RULES", "STICKY", "NodeView", "Rule", "judge"]
 
 Rule = Callable[[MoteSpec, NodeView], Verdict]
 
-RULES: tuple[Rule, ...] = (liveness, resources, capabilities, labels, owner, spread)
+RULES: tuple[Rule, ...] = (liveness, resources, capabilities, labels, owner, locality, spread)
 STICKY: tuple[Rule, ...] = (liveness, capabilities, labels, owner)
 """Vetoes that can start failing for an instance already placed: it then moves.
 (Resources and spread count the instance itself, so they only judge new placements.)"""

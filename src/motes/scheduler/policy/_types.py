@@ -31,6 +31,10 @@ class NodeView:
     """The user is known to be at some node."""
     on_battery: bool = False
     battery_pct: float | None = None
+    reads_here: int = 0
+    """Bytes of the mote's declared reads that this node's store holds or caches."""
+    reads_most: int = 0
+    """The most such bytes any node holds (the data-locality rule scores against it)."""
 
 
 def amount(needs: dict[str, Any], resource: str) -> float | None:
