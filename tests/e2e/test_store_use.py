@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
+import motes
 from motes.client import Mesh
 from motes.errors import BadApp
 from motes.store import Policy
 from motes.testing import FAST, eventually, local_mesh
-
-import motes
 
 
 def reader_app(path: Path, cap: str) -> Path:

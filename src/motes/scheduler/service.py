@@ -25,7 +25,6 @@ from ..errors import BadMessage
 from ..wire import subjects
 from ..wire.bus import Lattice
 from ..wire.codec import decode, encode
-from ..wire.store import Holdings
 from ..wire.messages import (
     AppRecord,
     MoteQuery,
@@ -35,6 +34,7 @@ from ..wire.messages import (
 from ..wire.messages import (
     Heartbeat as HeartbeatMsg,
 )
+from ..wire.store import Holdings
 from .state import (
     AppDeleted,
     AppPut,
