@@ -71,6 +71,10 @@ class StoreNet:
         self.scatter_s = scatter_s
         self.request_s = request_s
         self.nodes = Nodes()
+        self.bytes_in = 0
+        """Share bytes fetched from nodes over the lattice (a cache hit adds nothing)."""
+        self.bytes_out = 0
+        """Share bytes sent to nodes."""
 
     async def expected_nodes(self) -> int:
         """Store services known to the mesh (each keeps a holdings record)."""
@@ -134,6 +138,7 @@ class StoreNet:
             piece = bytes(view[offset : offset + PIECE_BYTES])
             msg = SharePut(root, num, header, offset, total, piece)
             reply = await self._ask(node, "put", encode(msg), self.request_s)
+            self.bytes_out += len(piece)
             try:
                 answer = decode(reply, Ok | Err)  # type: ignore[arg-type]
                 raise_for(answer)
@@ -166,6 +171,7 @@ class StoreNet:
             if not piece.data:
                 raise ShareFailed(node, "the share ended early")
             chunks.append(piece.data)
+            self.bytes_in += len(piece.data)
             offset += len(piece.data)
         try:
             header = parse_header(root, header_raw)
