@@ -17,6 +17,9 @@ How a run goes:
    one unrecorded warm-up each, and reports the median over repetitions. A row's ratio is
    motes ÷ peer of those medians, so it reads the same way as the goals in
    /work/shared/BENCHMARKS.md (lower is better for times and sizes, higher for rates).
+   ``netdecides``, ``store`` (a 10-node mesh beside a 10-node Tahoe-LAFS grid) and
+   ``locality`` (a 4-node mesh) start what they measure themselves. A metric that fails
+   gives a row saying so (``note``) and the run goes on; so does a peer that fails.
 5. Every peer process is stopped and its namespace swept (strays killed and reported),
    ``bench/results/<UTC date>-<host>.json`` is written (``...-quick.json`` for a quick
    run, which git ignores) and a table printed; a full run of every metric with the
@@ -45,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -75,13 +79,26 @@ T = TypeVar("T")
 BENCH = Path(__file__).resolve().parent
 APP = BENCH / "apps" / "echo.py"
 RESULTS_DIR = BENCH / "results"
-METRICS = ("call_rtt", "call_throughput", "map_throughput", "startup", "netdecides")
+METRICS = (
+    "call_rtt",
+    "call_throughput",
+    "map_throughput",
+    "startup",
+    "netdecides",
+    "store",
+    "locality",
+)
+CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput")
+"""The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""
 
 RAW = RawNatsContender.name
 RAY = "ray"  # startup: ray.init(); its raylet's RSS
 RAY_ACTOR = "ray actor"
 RAY_TASKS = "ray tasks"
 DASK = "dask"
+TAHOE = "tahoe-lafs"  # store: a grid started by bench/store.py itself
+ZFEC = "zfec encode"  # store: raw zfec in the harness's process, the ceiling for put
+RULE_OFF = "rule off"  # locality: the same job without the data-locality rule
 
 # Which peers each metric compares against, by contender name.
 PEERS: dict[str, list[str]] = {
@@ -89,9 +106,10 @@ PEERS: dict[str, list[str]] = {
     "call_throughput": [RAW, RAY_ACTOR, RAY_TASKS, DASK],
     "map_throughput": [RAY_TASKS, DASK],
     "startup": [RAY, DASK],
+    "store": [TAHOE, ZFEC],
 }
 
-# Peers installed for every run (Tahoe-LAFS only for its version until the store metric).
+# Peers installed for every run (their versions are recorded even when not run).
 INSTALL = ("ray", "dask", "tahoe")
 
 
@@ -112,6 +130,9 @@ GOALS: dict[tuple[str, str | None], Goal] = {
     ("map_throughput", RAY_TASKS): Goal(">=", 5),
     ("startup_s", None): Goal("<=", 1, absolute=True),
     ("node_idle_rss_MB", None): Goal("<=", 40, absolute=True),
+    ("store_put_MiBps", TAHOE): Goal(">=", 20),
+    ("store_put_MiBps", ZFEC): Goal(">=", 0.6),
+    ("store_get_MiBps", TAHOE): Goal(">=", 20),
 }
 
 
@@ -136,6 +157,16 @@ class Sizes:
     """``metric:peer`` pairs left out (quick runs leave out the slowest)."""
     metrics: tuple[str, ...] = METRICS
     """The metrics run unless ``--only`` says otherwise."""
+    store_mib: int = 256
+    """store: the file put and got (MiB)."""
+    store_reps: int = 3
+    """store: recorded put + get pairs per contender (after a warm-up of ``store_warmup_mib``)."""
+    store_warmup_mib: int = 8
+    locality_mib: int = 64
+    """locality: the file the job reads (MiB)."""
+    locality_calls: int = 3
+    """locality: calls to the job, with the rule and without (the first reads from the
+    nodes, later ones find the data in the node's cache)."""
 
     def count(self, metric: str, who: str, default: int) -> int:
         return self.peer_counts.get(metric, {}).get(who, default)
@@ -170,7 +201,10 @@ QUICK = Sizes(
         "call_throughput": {RAY_ACTOR: 1000, RAY_TASKS: 500, DASK: 100},
     },
     skip=(f"map_throughput:{RAY_TASKS}", f"map_throughput:{DASK}"),
-    metrics=("call_rtt", "call_throughput", "map_throughput"),  # startup: full runs only
+    # startup, netdecides, locality: full runs only; store at a quarter of the size
+    metrics=("call_rtt", "call_throughput", "map_throughput", "store"),
+    store_mib=64,
+    store_reps=2,
 )
 
 
@@ -178,11 +212,14 @@ QUICK = Sizes(
 class Result:
     metric: str
     unit: str
-    motes: float
+    motes: float | None
+    """None when Motes' side failed (``note`` says why)."""
     peer: float | None
     peer_name: str | None
     ratio: float | None
     reps: int
+    note: str = ""
+    """Set when something failed (a peer, Motes' side, the metric): what, in one line."""
 
 
 def compare(
@@ -205,6 +242,9 @@ class Session:
     sizes: Sizes
     motes: dict[str, Contender]  # "sync" / "async": which echo mote; "up": the CLI
     peers: dict[str, Contender] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    """metric -> what it wants recorded beside its rows (parameters, raw samples, notes);
+    written to the results JSON as ``details``."""
 
     def peers_for(self, metric: str) -> list[Contender]:
         return [self.peers[n] for n in wanted_peers(self.sizes, metric) if n in self.peers]
@@ -310,7 +350,7 @@ async def _peers(
     A peer's long-running driver starts only if a call metric wants it; ``startup``
     needs none (it starts the peer afresh each time).
     """
-    calls = {n for m in metrics if m != "startup" for n in wanted_peers(sizes, m)}
+    calls = {n for m in metrics if m in CALL_METRICS for n in wanted_peers(sizes, m)}
     starting = {n for m in metrics if m == "startup" for n in wanted_peers(sizes, m)}
     started: dict[str, Contender] = {}
     drivers: list[PeerDriver] = []
@@ -462,6 +502,9 @@ def table(results: Sequence[Result]) -> str:
             if r.metric in shown:
                 goal = ""
             shown.add(r.metric)
+        if r.note:  # in full in the results JSON
+            note = r.note if len(r.note) <= 80 else r.note[:77] + "..."
+            goal = f"{goal}; {note}" if goal else note
         rows.append(
             (
                 r.metric,
@@ -493,9 +536,11 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join([line(head), rule + "|", *(line(r) for r in rows)])
 
 
-def results_path(quick: bool, now: dt.datetime) -> Path:
+def results_path(quick: bool, now: dt.datetime, only: Sequence[str] = ()) -> Path:
+    """``<date>-<host>.json``; ``-quick`` for a quick run; a run of some metrics only
+    (``--only``) adds their names, so it never overwrites the day's full run."""
     host = socket.gethostname().split(".")[0] or "host"
-    suffix = "-quick" if quick else ""
+    suffix = "".join(f"-{m}" for m in only) + ("-quick" if quick else "")
     return RESULTS_DIR / f"{now:%Y-%m-%d}-{host}{suffix}.json"
 
 
@@ -508,6 +553,9 @@ GOAL_TEXT = {
     ("map_throughput", RAY_TASKS): "map_throughput >= 5 x Ray tasks",
     ("startup_s", None): "`motes up` <= 1 s",
     ("node_idle_rss_MB", None): "idle node <= 40 MB RSS",
+    ("store_put_MiBps", TAHOE): "store put >= 20 x Tahoe-LAFS",
+    ("store_put_MiBps", ZFEC): "store put >= 0.6 x raw zfec encode",
+    ("store_get_MiBps", TAHOE): "store get >= 20 x Tahoe-LAFS",
 }
 
 
@@ -537,6 +585,62 @@ def _counts(z: dict[str, Any], metric: str) -> str:
     return "; ".join(f"{peer}: {n:,}" for peer, n in capped.items())
 
 
+def _store_text(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    t = d.get("tahoe") or {}
+    m = d.get("motes") or {}
+    z_rates = (d.get("zfec") or {}).get("samples") or []
+    return f"""- `store_put_MiBps`, `store_get_MiBps`: one file of {d["size_MiB"]:g} MiB of random
+  bytes, erasure-coded k={d["k"]} of n={d["n"]} (happy {d["happy"]}) over {d["nodes"]} local
+  storage nodes by each store; {d["reps"]} put + get pairs each, in turn (Motes, Tahoe-LAFS,
+  then one zfec pass), after an unrecorded warm-up put + get of {d["warmup_MiB"]} MiB; the
+  median put and get rate (file MiB / s). Motes: a mesh of {m.get("nodes")} nodes
+  (`local_mesh`, default `Timing`), the client in the benchmark's process with no cache,
+  `mesh.store.put(path, policy=Policy.parse("k=3,n=10,happy=7"))` and
+  `mesh.store.get(cap, path)`; chunks of {m.get("chunk", 0) // 2**20} MiB, shares fsynced
+  on the nodes. Tahoe-LAFS {t.get("version")}: introducer, {t.get("nodes")} storage nodes
+  and a client node ({t.get("storage_protocol")}), in its own namespace; `PUT /uri` with
+  the file streamed, `GET /uri/CAP` streamed to a file. Both stores dedup convergently,
+  so before each put every node's shares are deleted (not timed); every download is
+  checked byte for byte (not timed). `zfec encode`: raw zfec in the harness's process,
+  1 MiB chunks split into k blocks and the n-k check blocks computed, one pass over the
+  file's size per repetition ({len(z_rates)} passes): the ceiling for put, which also
+  encrypts, hashes and sends every share.
+"""
+
+
+def _mib(n: int | float | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
+def _locality_text(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    lines = [
+        f"""- `locality_*`: a 4-node mesh (default `Timing`); a {d["size_MiB"]:g} MiB file put
+  with `Policy.parse("{d["policy"]}")`, so its only share holder is {d["holder"]} (the one
+  node labelled zone=data). A job mote reads it by capability (`async with
+  motes.connect() as mesh`, `await mesh.store.open(cap)`, every chunk) and counts what
+  its client fetched: `locality_bytes` is `mesh.store.net.bytes_in`, share bytes fetched
+  from store services over the lattice (a cache hit adds nothing);
+  `locality_remote_bytes` is the part fetched from a node other than the one the job ran
+  on. `job_on.scan` declares `reads=[cap]` (the data-locality rule applies),
+  `job_off.scan` is the same job without it (peer column `rule off`); each is called
+  {d["calls"]} times: the first call reads from the nodes, later ones
+  (`locality_bytes_later`, median) find the blobs in that node's cache. Each job
+  `max=1`; the nodes' caches emptied between the two. Ratio: on ÷ off."""
+    ]
+    for key in ("on", "off"):
+        j = d.get(key) or {}
+        calls = ", ".join(_mib(c.get("bytes_in")) for c in j.get("calls", []))
+        lines.append(
+            f"  - rule {key}: ran on {j.get('ran_on')}; bytes per call {calls or '-'};"
+            f" locality verdict there: {j.get('verdict_here') or '-'}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_results_md(doc: dict[str, Any], text: str, json_path: Path) -> None:
     m, v, z, run = doc["machine"], doc["versions"], doc["sizes"], doc["run"]
     results = [Result(**r) for r in doc["results"]]
@@ -560,8 +664,7 @@ The latest full run, written by the run itself:
 nats-py {v["nats-py"]}, nats-server {v["nats-server"]}, msgspec {v["msgspec"]}.
 - Peers (pinned in `bench/peers.py`, installed under `bench/.peers/`, each run inside
   `unshare --net` with only loopback up): ray {v.get("ray")}, dask {v.get("dask")}, \
-distributed {v.get("distributed")}; tahoe-lafs {v.get("tahoe-lafs")} (installed; its
-  store benchmark comes later).
+distributed {v.get("distributed")}, tahoe-lafs {v.get("tahoe-lafs")}.
 - Raw results: `{json_path.relative_to(BENCH.parent)}`.
 
 {text}
@@ -609,7 +712,8 @@ distributed {v.get("distributed")}; tahoe-lafs {v.get("tahoe-lafs")} (installed;
   process, as Ray's side is one actor); Ray has 2 CPUs (`num_cpus=2`) and Dask
   2 worker processes of one thread: nats-server, the node, its workers, the responder,
   the peers and the benchmark client all share the machine's CPUs.
-
+{_store_text(doc.get("details", {}).get("store"))}\
+{_locality_text(doc.get("details", {}).get("locality"))}
 {NOTES_MARK}"""
     path.write_text(body + notes)
 
@@ -637,13 +741,25 @@ async def _run(args: argparse.Namespace) -> None:
     results: list[Result] = []
     async with _session(sizes, metrics) as session:
         for name in metrics:
-            module = importlib.import_module(f"bench.{name}")
             m0 = time.monotonic()
-            results += await module.run(session)
+            try:
+                module = importlib.import_module(f"bench.{name}")
+                results += await module.run(session)
+            except Exception as exc:  # one metric failing does not lose the others
+                _say(f"{name} FAILED:\n{''.join(traceback.format_exception(exc)).rstrip()}")
+                note = f"failed: {type(exc).__name__}: {exc}".splitlines()[0]
+                results.append(Result(name, "-", None, None, None, None, 0, note))
             _say(f"{name}: {time.monotonic() - m0:.1f} s")
+        details = session.details
     elapsed = time.monotonic() - t0
-    doc = {**info, "results": [asdict(r) for r in results], "sizes": asdict(sizes)}
-    path = Path(args.out) if args.out else results_path(args.quick, started)
+    doc = {
+        **info,
+        "results": [asdict(r) for r in results],
+        "sizes": asdict(sizes),
+        "details": details,
+    }
+    only = args.only or ()
+    path = Path(args.out) if args.out else results_path(args.quick, started, only)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     text = table(results)

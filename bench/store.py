@@ -1,28 +1,43 @@
-"""The store benchmark (``store_put_MiBps``, ``store_get_MiBps``): Tahoe-LAFS, the zfec
-ceiling, and the place Motes' own side goes.
+"""The store benchmark (``store_put_MiBps``, ``store_get_MiBps``): Motes against Tahoe-LAFS,
+and Motes' put against the zfec ceiling.
 
 One file of random bytes (256 MiB in a full run), erasure-coded k=3 of n=10 over ten local
-storage nodes, shares.happy 7:
+storage nodes, shares.happy 7, by each contender in turn (A B A B ...):
 
+- ``MotesStore``: a Motes mesh of 10 nodes (``motes.testing.local_mesh``, the default
+  production ``Timing``, embedded nats-server on 127.0.0.1) and a client connected with
+  no cache (``motes.connect(url, cache=False)``); put is ``mesh.store.put(path,
+  policy=Policy.parse("k=3,n=10,happy=7"))``, get is ``mesh.store.get(cap, path)``
+  (streamed to the file, not fsynced, like Tahoe's get). The store dedups convergently,
+  so before each put every node's ``store/shares`` directory is emptied (not timed), as
+  the Tahoe driver does with its nodes' shares: every put writes all of its shares.
 - ``TahoeStore``: a Tahoe-LAFS 1.20 grid (introducer, 10 storage nodes, 1 client node) run
   by ``bench/drivers/tahoe_driver.py`` with Tahoe's own Python (``bench/.peers/tahoe``) in
   a loopback-only network namespace (``bench/netns.py``); put is ``PUT /uri`` on the
   client's web API with the file streamed, get is ``GET /uri/CAP`` streamed to a file.
-  ``tahoe_store()`` runs ``reps`` put + get pairs and returns their medians.
 - ``zfec_encode_MiBps()``: raw zfec, in this process: 1 MiB chunks, each split into k
   blocks, the n-k check blocks computed; input MiB/s. The ceiling Motes' put is held to.
-- ``motes_store()``: Motes' side, a placeholder until the store exists.
 
-``python -m bench.store [--tahoe-only | --zfec-only] [--size-mib N] [--reps N]`` writes
-the random file into a temporary directory, measures, and prints the results as JSON.
-Everything written (the file, each download, the grid) lives in temporary directories;
-the driver's log is ``bench/.peers/tahoe/store.log``.
+``interleaved()`` starts the contenders side by side (both grids up at once), runs one
+unrecorded warm-up put + get of a small file each, then ``reps`` repetitions: Motes put +
+get, Tahoe put + get, one zfec pass, in turn; every download is checked byte for byte
+against the original (not timed), every put against the shares it left on the nodes.
+A contender that fails is reported with its error and left out of later repetitions;
+the others go on. ``run()`` is the runner's entry (``python -m bench --only store``).
+
+``python -m bench.store [--motes-only | --tahoe-only | --zfec-only] [--size-mib N]
+[--reps N] [--warmup-mib N]`` writes the random file into a temporary directory,
+measures, and prints the results as JSON. Everything written (the file, each download,
+the grids) lives in temporary directories; the Tahoe driver's log is
+``bench/.peers/tahoe/store.log``, each Motes node's under its home in the temporary
+directory (removed at the end).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -30,21 +45,34 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import motes
+from motes.client import Mesh
+from motes.config import Timing
+from motes.node.localmesh import LocalMesh
+from motes.store import Policy
+from motes.testing import local_mesh
+
 from . import peers
 from .netns import NamespacedDriver
+from .runner import TAHOE, ZFEC, Result, Session, wanted_peers
 from .stats import median
 
 __all__ = [
     "HAPPY",
     "SIZE_MIB",
     "K",
+    "MotesStore",
     "N",
     "TahoeStore",
+    "interleaved",
     "motes_store",
+    "run",
     "tahoe_store",
     "write_random",
     "zfec_encode_MiBps",
@@ -52,8 +80,11 @@ __all__ = [
 
 MiB = 1 << 20
 SIZE_MIB = 256
+WARMUP_MIB = 8
 K, N, HAPPY = 3, 10, 7
 NODES = 10
+CHUNK = MiB  # Motes' chunk size (the store's default); zfec's ceiling uses the same
+OP_TIMEOUT_S = 1800.0  # one put or get; as the Tahoe driver's request timeout
 
 
 def _say(text: str) -> None:
@@ -134,68 +165,6 @@ class TahoeStore:
         return float(out["seconds"])
 
 
-async def tahoe_store(path: Path, reps: int, *, warmup: bool = False) -> dict[str, Any]:
-    """``reps`` uploads of ``path`` to a fresh Tahoe-LAFS grid, each followed by its download.
-
-    Every download is checked against the original (outside the timing). Returns the
-    medians in MiB/s, the seconds of each operation and the grid's parameters. With
-    ``warmup``, one unrecorded put + get comes first.
-    """
-    if reps < 1:
-        raise ValueError("reps must be at least 1")
-    size = path.stat().st_size
-    digest = await asyncio.to_thread(sha256_of, path)
-    out_dir = Path(tempfile.mkdtemp(prefix="mb-store-get-"))
-    put_s: list[float] = []
-    get_s: list[float] = []
-    t0 = time.monotonic()
-    try:
-        async with TahoeStore() as tahoe:
-            _say(
-                f"tahoe {tahoe.info.get('version')}: grid of {tahoe.info.get('nodes')} storage"
-                f" nodes up in {tahoe.info.get('startup_s', 0):.1f} s"
-                f" (storage protocol: {tahoe.info.get('storage_protocol')})"
-            )
-            target = out_dir / "download"
-            for rep in range(-1 if warmup else 0, reps):
-                cap, p = await tahoe.put(path)
-                g = await tahoe.get(cap, target)
-                if await asyncio.to_thread(sha256_of, target) != digest:
-                    raise RuntimeError(f"tahoe get of {cap} returned different bytes")
-                target.unlink()
-                label = "warm-up" if rep < 0 else f"{rep + 1}/{reps}"
-                _say(
-                    f"  tahoe {label}: put {p:.1f} s ({size / MiB / p:.1f} MiB/s),"
-                    f" get {g:.1f} s ({size / MiB / g:.1f} MiB/s)"
-                )
-                if rep >= 0:
-                    put_s.append(p)
-                    get_s.append(g)
-            info = tahoe.info
-        strays = tahoe.strays
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    return {
-        "peer": "tahoe-lafs",
-        "put_MiBps": size / MiB / median(put_s),
-        "get_MiBps": size / MiB / median(get_s),
-        "put_s": put_s,
-        "get_s": get_s,
-        "size_MiB": size / MiB,
-        "reps": reps,
-        "nodes": info["nodes"],
-        "k": info["k"],
-        "n": info["n"],
-        "happy": info["happy"],
-        "client_is_storage": info["client_is_storage"],
-        "version": info["version"],
-        "storage_protocol": info.get("storage_protocol"),
-        "startup_s": info.get("startup_s"),
-        "elapsed_s": time.monotonic() - t0,
-        "strays": strays,
-    }
-
-
 # --- the zfec ceiling -------------------------------------------------------------------
 
 
@@ -231,30 +200,393 @@ def zfec_encode_MiBps(
 # --- Motes ------------------------------------------------------------------------------
 
 
-async def motes_store(path: Path, reps: int) -> dict[str, Any]:
-    """PLACEHOLDER: Motes' put and get of ``path``, ``reps`` times, as ``tahoe_store``."""
-    raise NotImplementedError("filled in by the store work")
+class MotesStore:
+    """A running 10-node Motes mesh and a client with no cache.
+
+    ``async with MotesStore() as store:`` starts the mesh (default timing) in a temporary
+    directory and connects; ``put()`` and ``get()`` are one timed operation each, so a
+    caller can interleave them with Tahoe's.
+    """
+
+    def __init__(self, nodes: int = NODES, k: int = K, n: int = N, happy: int = HAPPY) -> None:
+        self.nodes, self.k, self.n, self.happy = nodes, k, n, happy
+        self.policy = Policy.parse(f"k={k},n={n},happy={happy}")
+        self.tmp = ""
+        self.mesh: LocalMesh | None = None
+        self.client: Mesh | None = None
+        self.info: dict[str, Any] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> MotesStore:
+        self.tmp = tempfile.mkdtemp(prefix="mb-motes-store-")
+        t0 = time.perf_counter()
+        try:
+            # Production timing (not the tests' FAST one), as a real node runs.
+            self.mesh = await self._stack.enter_async_context(
+                local_mesh(Path(self.tmp), nodes=self.nodes, timing=Timing())
+            )
+            self.client = await self._stack.enter_async_context(
+                motes.connect(self.mesh.url, cache=False)
+            )
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        self.info = {
+            "version": motes.__version__,
+            "nodes": self.nodes,
+            "k": self.k,
+            "n": self.n,
+            "happy": self.happy,
+            "chunk": CHUNK,
+            "client_is_storage": False,
+            "startup_s": time.perf_counter() - t0,
+        }
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._stack.aclose()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _share_dirs(self) -> list[Path]:
+        assert self.mesh is not None
+        return [node.home / "store" / "shares" for node in self.mesh.nodes]
+
+    def clear(self) -> None:
+        """Empty every node's share directory (convergent dedup would store nothing new)."""
+        for shares in self._share_dirs():
+            if shares.is_dir():
+                for entry in shares.iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+
+    def held(self) -> tuple[int, int, int]:
+        """(share files, their bytes, nodes holding at least one) across the mesh."""
+        files = size = holders = 0
+        for shares in self._share_dirs():
+            here = [f for f in shares.rglob("*") if f.is_file()]
+            files += len(here)
+            size += sum(f.stat().st_size for f in here)
+            holders += bool(here)
+        return files, size, holders
+
+    async def put(self, path: Path) -> tuple[str, float]:
+        """Upload ``path`` (after emptying the nodes' shares); its cap and the seconds."""
+        assert self.client is not None
+        await asyncio.to_thread(self.clear)
+        size = path.stat().st_size
+        t0 = time.perf_counter()
+        async with asyncio.timeout(OP_TIMEOUT_S):
+            cap = await self.client.store.put(path, policy=self.policy)
+        seconds = time.perf_counter() - t0
+        files, share_bytes, holders = await asyncio.to_thread(self.held)
+        blobs = -(-size // CHUNK) + 1  # the chunks and the manifest
+        want = size * self.n / self.k
+        if files != blobs * self.n or not want <= share_bytes < want * 1.1 + blobs * 4096:
+            raise RuntimeError(
+                f"motes put left {files} shares of {share_bytes:,} bytes (expected"
+                f" {blobs * self.n} shares of about {want:,.0f} bytes in all)"
+            )
+        if holders < self.happy:
+            raise RuntimeError(f"motes put spread its shares over {holders} nodes only")
+        return cap, seconds
+
+    async def get(self, cap: str, path: Path) -> float:
+        """Download ``cap`` into ``path``; the seconds it took."""
+        assert self.client is not None
+        t0 = time.perf_counter()
+        async with asyncio.timeout(OP_TIMEOUT_S):
+            await self.client.store.get(cap, path)
+        return time.perf_counter() - t0
+
+
+# --- side by side -----------------------------------------------------------------------
+
+
+@dataclass
+class _Side:
+    """One contender's state in an interleaved run."""
+
+    key: str  # "motes" / "tahoe"
+    name: str  # as in the results' peer column
+    store: MotesStore | TahoeStore | None = None
+    put_s: list[float] = field(default_factory=list)
+    get_s: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    def failed(self, stage: str, exc: BaseException) -> None:
+        self.error = f"{stage}: {type(exc).__name__}: {exc}"
+        _say(f"  {self.name} FAILED at {stage}; left out from now on: {exc}")
+        _say("".join(traceback.format_exception(exc)).rstrip())
+
+    def summary(self, size: int, reps: int) -> dict[str, Any]:
+        info = dict(self.store.info) if self.store is not None else {}
+        out: dict[str, Any] = {
+            "peer": self.name,
+            "put_MiBps": size / MiB / median(self.put_s) if self.put_s else None,
+            "get_MiBps": size / MiB / median(self.get_s) if self.get_s else None,
+            "put_s": self.put_s,
+            "get_s": self.get_s,
+            "size_MiB": size / MiB,
+            "reps": reps,
+            **info,
+            "error": self.error,
+        }
+        if isinstance(self.store, TahoeStore):
+            out["strays"] = self.store.strays
+        return out
+
+
+async def _enter(stack: contextlib.AsyncExitStack, side: _Side) -> None:
+    store: MotesStore | TahoeStore = MotesStore() if side.key == "motes" else TahoeStore()
+    try:
+        side.store = await stack.enter_async_context(store)
+    except Exception as exc:  # a peer that cannot start gives a row saying so
+        side.failed("start", exc)
+        return
+    info = store.info
+    _say(
+        f"{side.name} {info.get('version')}: {info.get('nodes')} storage nodes up in"
+        f" {info.get('startup_s', 0):.1f} s"
+        + (f" (storage protocol: {info['storage_protocol']})" if "storage_protocol" in info else "")
+    )
+
+
+async def _round(side: _Side, path: Path, digest: str, target: Path) -> tuple[float, float]:
+    """One put + get by ``side``; the download checked (not timed) and removed."""
+    assert side.store is not None
+    cap, put_s = await side.store.put(path)
+    get_s = await side.store.get(cap, target)
+    same = await asyncio.to_thread(sha256_of, target) == digest
+    target.unlink()
+    if not same:
+        raise RuntimeError(f"{side.name} get of {cap[:40]}... returned different bytes")
+    return put_s, get_s
+
+
+async def interleaved(
+    path: Path,
+    reps: int,
+    *,
+    motes: bool = True,
+    tahoe: bool = True,
+    zfec: bool = True,
+    warmup_mib: int = WARMUP_MIB,
+) -> dict[str, Any]:
+    """Put + get ``path`` ``reps`` times with each contender, in turn; medians in MiB/s.
+
+    Returns ``{"motes": {...}, "tahoe": {...}, "zfec": {...}}`` (the ones asked for) and
+    the run's parameters. A contender that fails has ``"error"`` set and the samples it
+    had; it never stops the others. With ``warmup_mib``, each store first puts and gets a
+    file of that size, unrecorded.
+    """
+    if reps < 1:
+        raise ValueError("reps must be at least 1")
+    size = path.stat().st_size
+    size_mib = -(-size // MiB)
+    digest = await asyncio.to_thread(sha256_of, path)
+    sides = [
+        _Side(k, name) for k, name, on in (("motes", "motes", motes), ("tahoe", TAHOE, tahoe)) if on
+    ]
+    zfec_rates: list[float] = []
+    zfec_error: str | None = None
+    work = Path(tempfile.mkdtemp(prefix="mb-store-get-"))
+    target = work / "download"
+    t0 = time.monotonic()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            await asyncio.gather(*(_enter(stack, side) for side in sides))
+            if warmup_mib > 0 and any(s.error is None for s in sides):
+                small = work / "warm-up"
+                await asyncio.to_thread(write_random, small, warmup_mib)
+                small_digest = await asyncio.to_thread(sha256_of, small)
+                for side in sides:
+                    if side.error is None:
+                        try:
+                            p, g = await _round(side, small, small_digest, target)
+                        except Exception as exc:
+                            side.failed("warm-up", exc)
+                            continue
+                        done = f"put {p:.2f} s, get {g:.2f} s"
+                        _say(f"  {side.name} warm-up ({warmup_mib} MiB): {done}")
+                small.unlink()
+            for rep in range(1, reps + 1):
+                shown = []
+                for side in sides:
+                    if side.error is not None:
+                        continue
+                    try:
+                        p, g = await _round(side, path, digest, target)
+                    except Exception as exc:
+                        side.failed(f"repetition {rep}", exc)
+                        continue
+                    side.put_s.append(p)
+                    side.get_s.append(g)
+                    shown.append(f"{side.name} put {size / MiB / p:.1f} get {size / MiB / g:.1f}")
+                if zfec and zfec_error is None:
+                    try:
+                        rate = await asyncio.to_thread(zfec_encode_MiBps, size_mib, runs=1)
+                    except Exception as exc:
+                        zfec_error = f"{type(exc).__name__}: {exc}"
+                        _say(f"  zfec FAILED: {zfec_error}")
+                    else:
+                        zfec_rates.append(rate)
+                        shown.append(f"zfec encode {rate:.1f}")
+                _say(f"  store {rep}/{reps} (MiB/s): {', '.join(shown) or 'nothing left to run'}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out: dict[str, Any] = {
+        "size_MiB": size / MiB,
+        "reps": reps,
+        "nodes": NODES,
+        "k": K,
+        "n": N,
+        "happy": HAPPY,
+        "warmup_MiB": warmup_mib,
+        "order": [s.name for s in sides] + ([ZFEC] if zfec else []),
+    }
+    for side in sides:
+        out[side.key] = side.summary(size, reps)
+    if zfec:
+        out["zfec"] = {
+            "peer": ZFEC,
+            "encode_MiBps": median(zfec_rates) if zfec_rates else None,
+            "samples": zfec_rates,
+            "chunk": CHUNK,
+            "error": zfec_error,
+        }
+    out["elapsed_s"] = time.monotonic() - t0
+    return out
+
+
+def _one(result: dict[str, Any], key: str) -> dict[str, Any]:
+    side: dict[str, Any] = result[key]
+    if side["error"]:
+        raise RuntimeError(f"{side['peer']}: {side['error']}")
+    return side
+
+
+async def motes_store(path: Path, reps: int, *, warmup_mib: int = WARMUP_MIB) -> dict[str, Any]:
+    """Motes alone: ``reps`` put + get pairs of ``path`` on a 10-node mesh; medians."""
+    return _one(
+        await interleaved(path, reps, tahoe=False, zfec=False, warmup_mib=warmup_mib), "motes"
+    )
+
+
+async def tahoe_store(path: Path, reps: int, *, warmup_mib: int = WARMUP_MIB) -> dict[str, Any]:
+    """Tahoe-LAFS alone: ``reps`` put + get pairs of ``path`` on a fresh grid; medians."""
+    return _one(
+        await interleaved(path, reps, motes=False, zfec=False, warmup_mib=warmup_mib), "tahoe"
+    )
+
+
+# --- the runner's entry -----------------------------------------------------------------
+
+
+def _short(text: str | None) -> str:
+    first = (text or "").strip().splitlines()[0] if text and text.strip() else "unknown error"
+    return first if len(first) <= 90 else first[:87] + "..."
+
+
+def rows(result: dict[str, Any], reps: int) -> list[Result]:
+    """The results' rows: put and get against Tahoe-LAFS, put against the zfec ceiling."""
+    m = result.get("motes", {})
+    motes_rates = {"put": m.get("put_MiBps"), "get": m.get("get_MiBps")}
+    n = len(m.get("put_s", []))
+    motes_note = f"motes failed: {_short(m.get('error'))}" if m.get("error") else ""
+    out: list[Result] = []
+    for op in ("put", "get"):
+        metric = f"store_{op}_MiBps"
+        mine = motes_rates[op]
+        peers_here: list[tuple[str, float | None, str | None]] = []
+        if "tahoe" in result:
+            t = result["tahoe"]
+            peers_here.append((TAHOE, t.get(f"{op}_MiBps"), t.get("error")))
+        if op == "put" and "zfec" in result:
+            z = result["zfec"]
+            peers_here.append((ZFEC, z.get("encode_MiBps"), z.get("error")))
+        if not peers_here:
+            peers_here.append(("", None, None))
+        for name, value, error in peers_here:
+            notes = [motes_note] if motes_note else []
+            if error:
+                notes.append(f"{name} failed: {_short(error)}")
+            ratio = round(mine / value, 4) if mine and value else None
+            out.append(
+                Result(
+                    metric,
+                    "MiB/s",
+                    None if mine is None else round(mine, 3),
+                    None if value is None else round(value, 3),
+                    name or None,
+                    ratio,
+                    n,
+                    "; ".join(notes),
+                )
+            )
+    return out
+
+
+async def run(session: Session) -> list[Result]:
+    """``make bench``: the file at the run's size, Motes, Tahoe-LAFS and zfec in turn."""
+    sizes = session.sizes
+    wanted = wanted_peers(sizes, "store")
+    with tempfile.TemporaryDirectory(prefix="mb-store-") as tmp:
+        path = Path(tmp) / "data"
+        await asyncio.to_thread(write_random, path, sizes.store_mib)
+        _say(
+            f"store: {sizes.store_mib} MiB, k={K} n={N} happy={HAPPY} over {NODES} nodes,"
+            f" {sizes.store_reps} repetitions; peers: {', '.join(wanted) or 'none'}"
+        )
+        result = await interleaved(
+            path,
+            sizes.store_reps,
+            tahoe=TAHOE in wanted,
+            zfec=ZFEC in wanted,
+            warmup_mib=sizes.store_warmup_mib,
+        )
+    session.details["store"] = result
+    return rows(result, sizes.store_reps)
 
 
 # --- command line -----------------------------------------------------------------------
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"size_MiB": args.size_mib, "k": K, "n": N, "happy": HAPPY}
     t0 = time.monotonic()
-    if not args.tahoe_only:
+    if args.zfec_only:
         _say(f"zfec: encoding {args.size_mib} MiB ({K} of {N}) ...")
-        out["zfec_encode_MiBps"] = await asyncio.to_thread(zfec_encode_MiBps, args.size_mib)
-    if not args.zfec_only:
-        with tempfile.TemporaryDirectory(prefix="mb-store-") as tmp:
-            path = Path(tmp) / "data"
-            await asyncio.to_thread(write_random, path, args.size_mib)
-            out["tahoe"] = await tahoe_store(path, args.reps)
-            if not args.tahoe_only:
-                try:
-                    out["motes"] = await motes_store(path, args.reps)
-                except NotImplementedError as exc:
-                    out["motes"] = f"not implemented: {exc}"
+        rate = await asyncio.to_thread(zfec_encode_MiBps, args.size_mib)
+        return {"size_MiB": args.size_mib, "k": K, "n": N, "zfec_encode_MiBps": rate}
+    with tempfile.TemporaryDirectory(prefix="mb-store-") as tmp:
+        path = Path(tmp) / "data"
+        await asyncio.to_thread(write_random, path, args.size_mib)
+        out = await interleaved(
+            path,
+            args.reps,
+            motes=not args.tahoe_only,
+            tahoe=not args.motes_only,
+            zfec=not (args.tahoe_only or args.motes_only),
+            warmup_mib=args.warmup_mib,
+        )
+    for key, other in (("motes", "tahoe"), ("motes", "zfec")):
+        mine, theirs = out.get(key, {}), out.get(other, {})
+        if other == "zfec":
+            value = theirs.get("encode_MiBps")
+        else:
+            value = theirs.get("put_MiBps")
+        if mine.get("put_MiBps") and value:
+            out[f"put_ratio_vs_{other}"] = mine["put_MiBps"] / value
+        if other == "tahoe" and mine.get("get_MiBps") and theirs.get("get_MiBps"):
+            out["get_ratio_vs_tahoe"] = mine["get_MiBps"] / theirs["get_MiBps"]
     out["elapsed_s"] = time.monotonic() - t0
     return out
 
@@ -262,13 +594,18 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.store",
-        description="Store put/get: Tahoe-LAFS (k=3 n=10, 10 local nodes) and the zfec ceiling.",
+        description="Store put/get, k=3 n=10 over 10 local nodes: Motes and Tahoe-LAFS in"
+        " turn, and the zfec ceiling.",
     )
     only = parser.add_mutually_exclusive_group()
+    only.add_argument("--motes-only", action="store_true", help="measure Motes alone")
     only.add_argument("--tahoe-only", action="store_true", help="measure Tahoe-LAFS alone")
     only.add_argument("--zfec-only", action="store_true", help="measure raw zfec alone")
     parser.add_argument("--size-mib", type=int, default=SIZE_MIB, help="file size (MiB)")
     parser.add_argument("--reps", type=int, default=3, help="put + get pairs per contender")
+    parser.add_argument(
+        "--warmup-mib", type=int, default=WARMUP_MIB, help="unrecorded warm-up file (0: none)"
+    )
     args = parser.parse_args(argv)
     try:
         result = asyncio.run(_run(args))

@@ -29,7 +29,7 @@ from .._proc import run_main
 from ..config import Timing
 from ..errors import BadMessage, MotesError
 from ..wire import subjects
-from ..wire.bus import Lattice
+from ..wire.bus import HOLDINGS_TTL_S, Lattice
 from ..wire.codec import decode, encode, encode_error
 from ..wire.messages import Ok
 from ..wire.store import (
@@ -55,6 +55,8 @@ __all__ = ["StoreService"]
 log = logging.getLogger(__name__)
 REPAIR_LEASE_KEY = "store-repair"
 _HOLDINGS_EVERY_S = 1.0
+_HOLDINGS_REFRESH_S = HOLDINGS_TTL_S / 4
+"""Even unchanged, the record is re-put this often, so it lapses only when we are gone."""
 _SWEEP_EVERY_S = 600.0
 """How often every file is checked even when no store node was lost."""
 
@@ -183,7 +185,8 @@ class StoreService:
             await asyncio.sleep(_HOLDINGS_EVERY_S)
             try:
                 cache_changed = self.cache.blobs.stat().st_mtime > self._reported_at
-                if self._changed.is_set() or cache_changed:
+                stale = time.time() - self._reported_at > _HOLDINGS_REFRESH_S
+                if self._changed.is_set() or cache_changed or stale:
                     await self._report_holdings()
             except (OSError, nats.errors.Error, MotesError) as exc:
                 log.warning("store: could not report holdings: %s", exc)
@@ -244,6 +247,7 @@ class StoreService:
         swept = time.monotonic()
         while True:
             await asyncio.sleep(self.timing.repair_s)
+            won = not revision
             try:
                 if revision:
                     revision = await lease.update(REPAIR_LEASE_KEY, self.node.encode(), revision)
@@ -257,7 +261,9 @@ class StoreService:
             await net.locate([])
             live = set(net.nodes.labels)
             lost = seen - live
-            if lost or time.monotonic() - swept > _SWEEP_EVERY_S:
+            # A repairer that just took over knows nothing of what was lost before (the
+            # last one may have died with a node): it checks everything once.
+            if won or lost or time.monotonic() - swept > _SWEEP_EVERY_S:
                 log.info("store: %s lost; repairing every file", ", ".join(sorted(lost)) or "sweep")
                 await self._repair_all(net)
                 swept = time.monotonic()

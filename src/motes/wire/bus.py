@@ -40,6 +40,8 @@ T = TypeVar("T")
 
 RESULT_TTL_S = 24 * 3600.0
 """How long a durable call's result is kept (and answers a repeated call id)."""
+HOLDINGS_TTL_S = 20.0
+"""A store's holdings record lapses this long after its last report (a dead node's goes)."""
 DUPLICATE_WINDOW_S = 120.0
 """A durable call re-published with the same id within this window is dropped."""
 
@@ -61,7 +63,7 @@ _BUCKETS = (
     _Bucket(subjects.KV_FLOWS, history=8),
     _Bucket(subjects.KV_STORE),
     _Bucket(subjects.KV_FILES),
-    _Bucket(subjects.KV_HOLDINGS),
+    _Bucket(subjects.KV_HOLDINGS, ttl=HOLDINGS_TTL_S),
     _Bucket(subjects.KV_DATASETS, history=8),
 )
 
