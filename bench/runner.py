@@ -633,10 +633,13 @@ def _locality_text(d: dict[str, Any] | None) -> str:
     ]
     for key in ("on", "off"):
         j = d.get(key) or {}
-        calls = ", ".join(_mib(c.get("bytes_in")) for c in j.get("calls", []))
+        calls = ", ".join(
+            f"{_mib(c.get('bytes_in'))} ({_mib(c.get('remote_bytes'))} from other nodes)"
+            for c in j.get("calls", [])
+        )
         lines.append(
-            f"  - rule {key}: ran on {j.get('ran_on')}; bytes per call {calls or '-'};"
-            f" locality verdict there: {j.get('verdict_here') or '-'}"
+            f"  - rule {key}: ran on {j.get('ran_on')}; fetched per call: {calls or '-'};"
+            f" `motes why` there: {j.get('verdict_here') or '-'}"
         )
     return "\n".join(lines) + "\n"
 

@@ -516,9 +516,9 @@ def rows(result: dict[str, Any], reps: int) -> list[Result]:
         if not peers_here:
             peers_here.append(("", None, None))
         for name, value, error in peers_here:
-            notes = [motes_note] if motes_note else []
-            if error:
-                notes.append(f"{name} failed: {_short(error)}")
+            notes = [f"{name} failed: {_short(error)}"] if error else []
+            if motes_note:
+                notes.append(motes_note)
             ratio = round(mine / value, 4) if mine and value else None
             out.append(
                 Result(

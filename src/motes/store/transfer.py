@@ -129,8 +129,6 @@ class Upload:
         for res in results:
             if isinstance(res, BaseException):
                 raise res
-        if self.size == 0:
-            self._keys, self._roots = [], []
         key = read_key(self.secret, self._keys, self.kind, self.size)
         manifest = Manifest(
             kind=self.kind,
