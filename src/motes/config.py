@@ -21,7 +21,7 @@ from .errors import MeshNotRunning, RequestError
 __all__ = ["MESH_FILE", "Timing", "default_home", "read_mesh_file", "resolve_home"]
 
 MESH_FILE = "mesh.json"
-_OTHER_VARS = frozenset({"MOTES_HOME", "MOTES_URL", "MOTES_CACHE"})
+_OTHER_VARS = frozenset({"MOTES_HOME", "MOTES_URL", "MOTES_CACHE", "MOTES_NODE_HOME"})
 """``MOTES_*`` variables that are not Timing fields."""
 """Written under the home by a running local mesh: its URL and pids."""
 

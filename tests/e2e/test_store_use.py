@@ -30,7 +30,13 @@ app = motes.App("reader")
 async def digest(cap: str) -> dict:
     async with motes.connect() as mesh:  # inside a mote: the mesh and the node's cache
         data = await mesh.store.get(cap)
-    return {{"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+        net = mesh.store.net
+    return {{
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "over_lattice": net.bytes_in,
+        "from_own_disk": net.bytes_local,
+    }}
 """
     )
     return path
@@ -58,7 +64,11 @@ async def test_a_mote_reads_by_capability_where_its_data_is(tmp_path: Path) -> N
             assert any(v.rule == "locality" and "holds 6.0 MiB" in v.reason for v in row.verdicts)
 
             result = await client.call("reader.digest", cap, timeout=60)
-            assert result == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            assert result["sha256"] == hashlib.sha256(data).hexdigest()
+            assert result["size"] == len(data)
+            # Placed with its data, the mote read it from its node's disk: nothing crossed
+            # the lattice.
+            assert result["over_lattice"] == 0 and result["from_own_disk"] >= len(data)
 
 
 async def test_deploy_refuses_a_mote_that_reads_a_bad_capability(

@@ -39,6 +39,7 @@ from ..errors import (
     TransportError,
     UnknownMote,
 )
+from ..identity.keys import fingerprint
 from ..ids import MoteRef
 from ..runtime.actors import shard_of
 from ..store.caps import parse_cap
@@ -85,10 +86,18 @@ class _RawBatch(msgspec.Struct, array_like=True, tag="b1"):
 class Mesh:
     """A connection to a mesh. Get one with ``async with motes.connect() as mesh``."""
 
-    def __init__(self, lattice: Lattice, timing: Timing, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        lattice: Lattice,
+        timing: Timing,
+        cache_dir: Path | None = None,
+        node: tuple[str, Path] | None = None,
+    ) -> None:
         self.lattice = lattice
         self.timing = timing
-        self.store = StoreClient(lattice, scatter_s=timing.scatter_s, cache_dir=cache_dir)
+        self.store = StoreClient(
+            lattice, scatter_s=timing.scatter_s, cache_dir=cache_dir, node=node
+        )
         """The mesh's store: ``put``, ``get``, ``open``, ``writer``, ``ls``, ``check``, datasets."""
         self._replies = Replies(lattice.nc)
         self._refs: dict[str, MoteRef] = {}
@@ -606,6 +615,18 @@ def _encode_item(item: Any, index: int, name: str, limit: int) -> bytes:
     return data
 
 
+def _this_node() -> tuple[str, Path] | None:
+    """(id, home) of the node this process runs on: set for motes (``MOTES_NODE_HOME``)."""
+    home = os.environ.get("MOTES_NODE_HOME")
+    if not home:
+        return None
+    try:
+        public = (Path(home) / "node.pub").read_bytes()
+    except OSError:
+        return None
+    return fingerprint(public), Path(home)
+
+
 def _reads_as_indexes(spec: MoteSpec) -> MoteSpec:
     """A mote's declared reads as storage indexes: what the scheduler may know of them
     (a read capability in the app record would hand its key to anyone who reads the KV)."""
@@ -641,7 +662,10 @@ class _Connector:
             return None
         if self.cache is True:
             env = os.environ.get("MOTES_CACHE")
-            return Path(env) if env else resolve_home(self.home) / "cache"
+            node = _this_node()
+            if env:
+                return Path(env)
+            return node[1] / "cache" if node else resolve_home(self.home) / "cache"
         return Path(self.cache)
 
     async def _open(self) -> Mesh:
@@ -649,7 +673,7 @@ class _Connector:
         if url is None:
             url = str(read_mesh_file(resolve_home(self.home))["url"])
         lattice = await Lattice.connect(url, name="motes client")
-        mesh = Mesh(lattice, self.timing or Timing.from_env(), self._cache_dir())
+        mesh = Mesh(lattice, self.timing or Timing.from_env(), self._cache_dir(), _this_node())
         await mesh._start()
         return mesh
 

@@ -82,7 +82,7 @@ class NodeAgent:
         self.home = home
         self.name = name
         self.timing = timing
-        self.key = NodeKey.load_or_create(home / "node.key")
+        self.key = NodeKey.provision(home / "node.key")  # node.pub: motes here learn our id
         self.id = self.key.id
         self.record = NodeRecord(
             id=self.id,
@@ -436,7 +436,7 @@ class NodeAgent:
             return await self._start_worker()
 
     async def _start_worker(self) -> WorkerProc:
-        worker = await spawn_worker(self.lattice, self.url, self.id, str(self.home / "cache"))
+        worker = await spawn_worker(self.lattice, self.url, self.id, str(self.home))
         self._workers.add(worker)
         self._spawn(self._pump(worker), f"output of {worker.wid}")
         await worker.wait_warm(self.timing.start_timeout_s)

@@ -175,14 +175,15 @@ class WorkerProc:
             log.debug("could not ship %d log lines of %s: %s", len(lines), self.wid, exc)
 
 
-async def spawn_worker(lattice: Lattice, url: str, node: str, cache_dir: str) -> WorkerProc:
+async def spawn_worker(lattice: Lattice, url: str, node: str, home: str) -> WorkerProc:
     """Start a worker process (not yet warm: call ``wait_warm``).
 
     A mote inside it reaches the mesh with a plain ``motes.connect()`` (``MOTES_URL``),
-    and reads stored data through the node's cache (``MOTES_CACHE``).
+    and reads stored data through its node (``MOTES_NODE_HOME``): the node's cache, and
+    the shares the node holds straight from its disk.
     """
     wid = f"{node}-{os.getpid()}-{next(_ids)}"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MOTES_URL=url, MOTES_CACHE=cache_dir)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MOTES_URL=url, MOTES_NODE_HOME=home)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -6,6 +6,7 @@ header) before anyone uses it: a node is never trusted with the truth of what it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from ..wire.codec import decode, encode, raise_for
 from ..wire.messages import Err, Ok
 from ..wire.store import PIECE_BYTES, Holdings, Locate, Located, ShareGet, SharePiece, SharePut
 from .format import ShareHeader, check_share
-from .shares import parse_header
+from .shares import DiskShares, parse_header
 
 __all__ = ["Fetched", "Nodes", "ShareFailed", "StoreNet"]
 
@@ -60,17 +61,33 @@ class Nodes:
         old = self.latency.get(node)
         self.latency[node] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
+    local: str = ""
+    """This machine's own node, whose shares are read from disk: first choice."""
+
     def speed_key(self, node: str) -> float:
-        return self.latency.get(node, 0.0)
+        return -1.0 if node == self.local else self.latency.get(node, 0.0)
 
 
 class StoreNet:
-    def __init__(self, lattice: Lattice, *, scatter_s: float, request_s: float = 10.0) -> None:
+    """``local``: (node id, its share store) when running on a node, e.g. inside a mote:
+    shares that node holds are read from its disk, not carried over the lattice."""
+
+    def __init__(
+        self,
+        lattice: Lattice,
+        *,
+        scatter_s: float,
+        request_s: float = 10.0,
+        local: tuple[str, DiskShares] | None = None,
+    ) -> None:
         self.lattice = lattice
         self.nc = lattice.nc
         self.scatter_s = scatter_s
         self.request_s = request_s
-        self.nodes = Nodes()
+        self.local = local
+        self.nodes = Nodes(local=local[0] if local else "")
+        self.bytes_local = 0
+        """Share bytes read from this node's own disk."""
         self.bytes_in = 0
         """Share bytes fetched from nodes over the lattice (a cache hit adds nothing)."""
         self.bytes_out = 0
@@ -152,6 +169,8 @@ class StoreNet:
         self, node: str, root: bytes, num: int, timeout: float | None = None
     ) -> Fetched:
         """Fetch one share from ``node`` and check it; ``ShareFailed`` says why not."""
+        if self.local is not None and node == self.local[0]:
+            return await self._read_local(root, num)
         timeout = self.request_s if timeout is None else timeout
         chunks: list[bytes] = []
         offset, total = 0, None
@@ -180,6 +199,21 @@ class StoreNet:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if not check_share(header, num, data):
             raise ShareFailed(node, f"share {num} is corrupt (hash mismatch)")
+        return Fetched(header, header_raw, num, data)
+
+    async def _read_local(self, root: bytes, num: int) -> Fetched:
+        node, disk = self.local  # type: ignore[misc]
+        try:
+            header_raw, _, data = await asyncio.to_thread(disk.read, root, num, 0, 1 << 40)
+        except (KeyError, OSError) as exc:
+            raise ShareFailed(node, f"not on this node's disk ({exc})") from None
+        try:
+            header = parse_header(root, header_raw)
+        except BadMessage as exc:
+            raise ShareFailed(node, f"damaged header on disk: {exc}") from None
+        if not check_share(header, num, data):
+            raise ShareFailed(node, f"share {num} on this node's disk is corrupt")
+        self.bytes_local += len(data)
         return Fetched(header, header_raw, num, data)
 
     async def tag(self, node: str, payload: bytes) -> None:

@@ -41,6 +41,7 @@ from .caps import (
 )
 from .format import Entry, Params, decode_entries, encode_entries, fit_params
 from .placement import allowed
+from .shares import DiskShares
 from .transfer import Download, Progress, Upload
 
 __all__ = ["Policy", "StoreClient", "Usage", "Writer"]
@@ -94,9 +95,19 @@ class Usage:
 class StoreClient:
     """``mesh.store``. Capabilities go in and out as strings (``motes:r1:...``)."""
 
-    def __init__(self, lattice: Lattice, *, scatter_s: float, cache_dir: Path | None) -> None:
+    def __init__(
+        self,
+        lattice: Lattice,
+        *,
+        scatter_s: float,
+        cache_dir: Path | None,
+        node: tuple[str, Path] | None = None,
+    ) -> None:
+        """``node``: (id, home) of the node this client runs on, if any (a mote's worker):
+        its own shares are then read from its disk."""
         self.lattice = lattice
-        self.net = StoreNet(lattice, scatter_s=scatter_s)
+        local = (node[0], DiskShares(node[1] / "store", writable=False)) if node else None
+        self.net = StoreNet(lattice, scatter_s=scatter_s, local=local)
         self.cache = BlobCache(cache_dir) if cache_dir is not None else None
         self._secret: bytes | None = None
 

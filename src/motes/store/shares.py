@@ -72,11 +72,15 @@ def parse_header(root: bytes, raw: bytes) -> ShareHeader:
 class DiskShares:
     """A ``ShareStore`` in a directory, one file per share."""
 
-    def __init__(self, root_dir: Path) -> None:
+    def __init__(self, root_dir: Path, *, writable: bool = True) -> None:
+        """``writable=False``: a reader's view (a mote reading its own node's shares from
+        disk), which creates nothing and leaves the service's partial uploads alone."""
         self.dir = root_dir
         self.shares = root_dir / "shares"
         self.partial = root_dir / "partial"
         self.tags = root_dir / "tags"
+        if not writable:
+            return
         for d in (self.shares, self.partial, self.tags):
             d.mkdir(parents=True, exist_ok=True)
         for stale in self.partial.iterdir():  # pieces of uploads cut off by a restart
