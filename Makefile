@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-long bench bench-quick lint clean
+.PHONY: demo test test-long fuse bench bench-quick lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Motes needs Python 3.11 or newer")'
@@ -20,7 +20,19 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test-long: $(STAMP)
+	-@$(MAKE) --no-print-directory fuse
 	$(BIN)/python -m pytest -q -m long
+
+# `motes mount` needs pyfuse3, built against libfuse3 (Debian: libfuse3-dev fuse3 pkg-config).
+# Best effort: where it cannot be installed, the mount tests skip and say why.
+fuse: $(STAMP)
+	@if ! $(BIN)/python -c 'import pyfuse3' 2>/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q libfuse3-dev fuse3 pkg-config >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libfuse3-dev fuse3 pkg-config >/dev/null 2>&1; }; \
+	  fi; \
+	  $(BIN)/python -m pip install --quiet -e '.[dev,fuse]' || echo "pyfuse3 is not installed: the mount tests will skip"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

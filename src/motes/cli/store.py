@@ -7,6 +7,7 @@ Write capabilities of datasets made here are kept in ``<home>/datasets/<name>.ca
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import connect
-from ..errors import BadCapability, RequestError
+from ..errors import BadCapability, RequestError, Unsupported
 from ..store import Policy
 from ..store.caps import DatasetWriteCap, parse_cap
 from .table import print_table
@@ -210,8 +211,21 @@ def _load_wcap(home: Path, name: str) -> DatasetWriteCap:
 
 
 async def mount(ns: argparse.Namespace) -> int:
-    from ..store.fs import mount_readonly
+    from ..store.fs import fuse_unavailable, mount_readonly
+
+    reason = fuse_unavailable()
+    if reason is not None:  # say so before reaching for the mesh
+        raise Unsupported(reason)
+    started = asyncio.Event()
+
+    async def announce() -> None:
+        await started.wait()
+        print(f"mounted at {ns.dir} (read-only); unmount with `fusermount3 -u {ns.dir}` or Ctrl-C")
 
     async with _connect(ns) as mesh:
-        await mount_readonly(mesh.store, ns.cap, Path(ns.dir))
+        task = asyncio.create_task(announce())
+        try:
+            await mount_readonly(mesh.store, ns.cap, Path(ns.dir), started=started)
+        finally:
+            task.cancel()
     return 0

@@ -229,13 +229,16 @@ class StoreClient:
             return (await self._dataset(parsed))[1]
         raise BadCapability(str(parsed), "a verify capability cannot read data (ask for r1)")
 
-    async def open(self, cap: str, *, progress: Progress | None = None) -> AsyncIterator[bytes]:
-        """A file's bytes, chunk by chunk (a streaming reader)."""
+    async def open(
+        self, cap: str, *, progress: Progress | None = None, start_chunk: int = 0
+    ) -> AsyncIterator[bytes]:
+        """A file's bytes, chunk by chunk (a streaming reader); chunks are the file's
+        chunk size (1 MiB by default) but the last, so ``start_chunk`` seeks."""
         download = Download(self.net, await self._file_cap(cap), self.cache, progress=progress)
         manifest = await download.open()
         if manifest.kind != "file":
             raise RequestError(f"{str(cap)[:20]}... is a directory: use ls, or get it to a path")
-        return download.chunks()
+        return download.chunks(start_chunk)
 
     async def size(self, cap: str) -> int:
         return (await Download(self.net, await self._file_cap(cap), self.cache).open()).size

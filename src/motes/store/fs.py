@@ -72,7 +72,7 @@ class ReadableStore(Protocol):
 
     async def ls(self, cap: str) -> list[Entry]: ...
 
-    async def open(self, cap: str) -> AsyncIterator[bytes]: ...
+    async def open(self, cap: str, *, start_chunk: int = 0) -> AsyncIterator[bytes]: ...
 
 
 # --- can FUSE work here? ----------------------------------------------------------------
@@ -128,17 +128,18 @@ def _may_gain_sys_admin() -> bool:
 
 
 class ChunkReader:
-    """Reads at any offset of one stored file, over a stream that starts at chunk 0.
+    """Reads at any offset of one stored file, over a stream of its chunks.
 
     Chunks are fixed-size (the last may be shorter); the size is learnt from chunk 0.
     The last ``keep`` chunks are kept decoded. A read past the stream's position reads
-    on; a read behind it (and not kept) starts a new stream, whose early chunks come
-    from the blob cache. Reads are serialized: the kernel may send several at once.
+    on; a read behind it (and not kept) starts a new stream at the chunk it needs
+    (``open_stream(start_chunk)``). Reads are serialized: the kernel may send several
+    at once.
     """
 
     def __init__(
         self,
-        open_stream: Callable[[], Awaitable[AsyncIterator[bytes]]],
+        open_stream: Callable[[int], Awaitable[AsyncIterator[bytes]]],
         size: int,
         *,
         keep: int = KEEP_CHUNKS,
@@ -182,8 +183,9 @@ class ChunkReader:
             return kept
         if self._stream is None or self._next > index:
             await self._drop_stream()
-            self._stream = await self._open_stream()
-            self._next = 0
+            start = index if self._chunk_size is not None else 0  # seek once size is known
+            self._stream = await self._open_stream(start)
+            self._next = start
             self.streams_opened += 1
         while True:
             try:
@@ -418,7 +420,7 @@ class View(_OperationsBase):  # type: ignore[misc,unused-ignore]
             self._handles += 1
             cap = node.entry.cap
             self.readers[self._handles] = ChunkReader(
-                lambda: self.tree.store.open(cap), node.entry.size
+                lambda start: self.tree.store.open(cap, start_chunk=start), node.entry.size
             )
             # Same capability, same bytes: pages cached by an earlier open stay valid.
             return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(self._handles), keep_cache=True)

@@ -194,13 +194,13 @@ class Download:
             self.manifest = manifest
         return self.manifest
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The file's bytes, a chunk at a time, in order."""
+    async def chunks(self, start: int = 0) -> AsyncIterator[bytes]:
+        """The file's bytes, a chunk at a time, in order, from chunk ``start`` on."""
         manifest = await self.open()
         roots = manifest.chunks
         pending: dict[int, asyncio.Task[bytes]] = {}
         try:
-            for i in range(len(roots)):
+            for i in range(max(start, 0), len(roots)):
                 for j in range(i, min(i + self.window, len(roots))):
                     if j not in pending:
                         pending[j] = asyncio.create_task(self._chunk(j))
