@@ -132,7 +132,6 @@ class RepairReport(msgspec.Struct, frozen=True, kw_only=True, tag="rr1"):
     recoverable: int = 0
     """Blobs with at least k good shares."""
     missing_shares: int = 0
-    corrupt_shares: int = 0
     repaired_shares: int = 0
     nodes: int = 0
     detail: str = ""
