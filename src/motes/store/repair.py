@@ -68,9 +68,15 @@ async def check_file(
             tags.setdefault(node, []).append(root)
         if len(placed) == len(missing):
             report.healthy += 1
-    await asyncio.gather(
-        *(net.tag(node, encode(Tag([verify.si_hex], blobs))) for node, blobs in tags.items())
+    results = await asyncio.gather(
+        *(net.tag(node, encode(Tag([verify.si_hex], blobs))) for node, blobs in tags.items()),
+        return_exceptions=True,
     )
+    for res in results:  # a node that cannot be told only under-reports its holdings
+        if isinstance(res, Exception):
+            log.warning("store: tagging repaired shares failed: %s", res)
+        elif isinstance(res, BaseException):
+            raise res
     return report.done()
 
 

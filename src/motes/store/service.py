@@ -19,7 +19,9 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -96,7 +98,7 @@ class StoreService:
             await nc.flush()
             await self._report_holdings()
             tg.create_task(self._holdings_loop())
-            tg.create_task(self._repair_loop())
+            tg.create_task(self._repair_loop())  # never raises: each round is guarded
             log.info("store on %s ready (%s)", self.node, self.shares.dir)
             if started is not None:
                 started.set()
@@ -118,7 +120,7 @@ class StoreService:
     async def _on_put(self, msg: Msg) -> None:
         assert self._tg is not None
         await self._writes.acquire()  # at most 8 writes at once; the rest wait in NATS
-        self._tg.create_task(self._put(msg))
+        self._tg.create_task(_logged(self._put(msg), "storing a share"))
 
     async def _put(self, msg: Msg) -> None:
         try:
@@ -214,7 +216,7 @@ class StoreService:
 
     async def _on_repair(self, msg: Msg) -> None:
         assert self._tg is not None
-        self._tg.create_task(self._repair_one(msg))
+        self._tg.create_task(_logged(self._repair_one(msg), "a check"))
 
     async def _repair_one(self, msg: Msg) -> None:
         try:
@@ -239,35 +241,48 @@ class StoreService:
         return decode(entry.value or b"", FileRecord).labels
 
     async def _repair_loop(self) -> None:
-        """While holding the repair lease: after a store node is lost, repair every file."""
+        """While holding the repair lease: after a store node is lost, repair every file.
+
+        A node is lost when it has not answered two rounds running (one late answer on a
+        busy machine is not a loss). A repairer that just took the lease checks every file
+        once (the last one may have died with a node), and so does a round after one that
+        failed; and every file is checked every ``_SWEEP_EVERY_S`` regardless.
+        """
         lease = await self.lattice.lease_kv(self.timing.lease_ttl_s)
         net = StoreNet(self.lattice, scatter_s=self.timing.scatter_s)
         revision = 0
         seen: set[str] = set()
+        missed: set[str] = set()
         swept = time.monotonic()
+        force = False
         while True:
             await asyncio.sleep(self.timing.repair_s)
-            won = not revision
             try:
                 if revision:
                     revision = await lease.update(REPAIR_LEASE_KEY, self.node.encode(), revision)
                 else:
                     revision = await lease.create(REPAIR_LEASE_KEY, self.node.encode())
+                    force = True
             except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
-                revision, seen = 0, set()
+                revision, seen, missed = 0, set(), set()
                 continue
             except nats.errors.TimeoutError:
                 continue
-            await net.locate([])
-            live = set(net.nodes.labels)
-            lost = seen - live
-            # A repairer that just took over knows nothing of what was lost before (the
-            # last one may have died with a node): it checks everything once.
-            if won or lost or time.monotonic() - swept > _SWEEP_EVERY_S:
-                log.info("store: %s lost; repairing every file", ", ".join(sorted(lost)) or "sweep")
-                await self._repair_all(net)
-                swept = time.monotonic()
-            seen = live
+            try:
+                await net.locate([])
+                live = set(net.nodes.labels)
+                gone = seen - live
+                lost = gone & missed
+                missed = gone - lost
+                seen = live | missed
+                if force or lost or time.monotonic() - swept > _SWEEP_EVERY_S:
+                    why = ", ".join(sorted(lost)) + " lost" if lost else "a sweep"
+                    log.info("store: %s; checking every file", why)
+                    await self._repair_all(net)
+                    swept, force = time.monotonic(), False
+            except Exception:  # a busy lattice, a node gone mid-repair: try next round
+                log.exception("store: a repair round failed; the next one checks every file")
+                force = True
 
     async def _repair_all(self, net: StoreNet) -> None:
         files = await self.lattice.kv_values(subjects.KV_FILES, FileRecord)
@@ -283,6 +298,14 @@ class StoreService:
                 log.info(
                     "store: %s: %d share(s) regenerated", record.verify[:24], report.repaired_shares
                 )
+
+
+async def _logged(coro: Coroutine[Any, Any, None], what: str) -> None:
+    """A failure in one request's task is logged; it never takes the service down."""
+    try:
+        await coro
+    except Exception:
+        log.exception("store: %s failed", what)
 
 
 async def _main(args: argparse.Namespace) -> None:

@@ -162,9 +162,15 @@ class Upload:
             for node in set(placed.values()):
                 by_node.setdefault(node, []).append(root)
         sis = [cap.si_hex, *self.extra_sis]
-        await asyncio.gather(
-            *(self.net.tag(node, encode(Tag(sis, roots))) for node, roots in by_node.items())
+        results = await asyncio.gather(
+            *(self.net.tag(node, encode(Tag(sis, roots))) for node, roots in by_node.items()),
+            return_exceptions=True,
         )
+        for res in results:  # the shares are stored; a node not told only under-reports
+            if isinstance(res, Exception):
+                log.warning("store: telling a node what it holds failed: %s", res)
+            elif isinstance(res, BaseException):
+                raise res
 
 
 @dataclass
