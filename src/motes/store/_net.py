@@ -86,6 +86,8 @@ class StoreNet:
         self.request_s = request_s
         self.local = local
         self.nodes = Nodes(local=local[0] if local else "")
+        self.complete = True
+        """Whether every known store answered the last ``locate``."""
         self.bytes_local = 0
         """Share bytes read from this node's own disk."""
         self.bytes_in = 0
@@ -97,10 +99,14 @@ class StoreNet:
         """Store services known to the mesh (each keeps a holdings record)."""
         return len(await self.lattice.kv_raw(subjects.KV_HOLDINGS))
 
-    async def locate(self, roots: Sequence[bytes]) -> dict[bytes, dict[int, list[str]]]:
+    async def locate(
+        self, roots: Sequence[bytes], *, patient: bool = False
+    ) -> dict[bytes, dict[int, list[str]]]:
         """Who holds which shares of ``roots``: root -> share number -> nodes.
 
         Every answering store service is also recorded in ``self.nodes`` (with labels).
+        Answers are awaited ``scatter_s``, or, ``patient``, four times that (for a second
+        look when the first found too few shares: a busy node may just answer late).
         """
         expected = await self.expected_nodes() or None
         out: dict[bytes, dict[int, list[str]]] = {r: {} for r in roots}
@@ -113,7 +119,7 @@ class StoreNet:
                 encode(Locate(list(batch))),
                 lambda data: decode(data, Located),
                 expected=expected,
-                timeout=self.scatter_s,
+                timeout=self.scatter_s * (4 if patient else 1),
             )
             for ans in answers:
                 answered[ans.node] = ans.labels
@@ -123,6 +129,7 @@ class StoreNet:
                     for num in nums:
                         out[root].setdefault(num, []).append(ans.node)
         self.nodes.labels = answered
+        self.complete = expected is None or len(answered) >= expected
         return out
 
     async def holdings(self) -> list[Holdings]:

@@ -32,6 +32,8 @@ async def check_file(
 ) -> RepairReport:
     """Count (and with ``repair``, restore) every share of the file ``verify`` names."""
     located = await net.locate([verify.root])
+    if not net.complete:  # a store answered late (or is gone): give it longer once
+        located = await net.locate([verify.root], patient=True)
     nodes = allowed(net.nodes.labels, labels or {})
     holders = located[verify.root]
     if not holders:

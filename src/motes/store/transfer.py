@@ -234,6 +234,8 @@ class Download:
             if hit is not None:
                 return hit[1]
         holders = await self._holders_of(root)
+        if len(holders) < k_hint and not self.net.complete:  # a store answered late: again
+            holders = (await self.net.locate([root], patient=True))[root]
         if not holders and locate_first:
             raise NotStored(str(self.cap.verify_cap()), "no node holds its manifest")
         try:
