@@ -16,7 +16,7 @@ truncated string is reported as such. A version or kind this Motes does not know
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import blake3
@@ -74,9 +74,11 @@ class Cap:
 
     level: ClassVar[str]  # "w", "r" or "v"
     kind: ClassVar[int]
+    sizes: ClassVar[tuple[int, ...]]
+    """Byte length of each field, in order: the body is the fields concatenated."""
 
     def body(self) -> bytes:
-        raise NotImplementedError
+        return b"".join(getattr(self, f.name) for f in fields(self))
 
     def __str__(self) -> str:
         raw = bytes([self.kind]) + self.body()
@@ -102,12 +104,10 @@ class FileVerifyCap(Cap):
 
     level = "v"
     kind = _KIND_FILE
+    sizes = (SI_BYTES, 32)
     si_bytes: bytes
     root: bytes
     """The blob root of the file's manifest (see ``format.BlobRoot``)."""
-
-    def body(self) -> bytes:
-        return self.si_bytes + self.root
 
     def verify_cap(self) -> FileVerifyCap:
         return self
@@ -119,11 +119,9 @@ class FileReadCap(Cap):
 
     level = "r"
     kind = _KIND_FILE
+    sizes = (32, 32)
     key: bytes
     root: bytes
-
-    def body(self) -> bytes:
-        return self.key + self.root
 
     def verify_cap(self) -> FileVerifyCap:
         return FileVerifyCap(storage_index(self.key), self.root)
@@ -135,12 +133,10 @@ class DatasetVerifyCap(Cap):
 
     level = "v"
     kind = _KIND_DATASET
+    sizes = (SI_BYTES, 32)
     si_bytes: bytes
     fingerprint: bytes
     """A hash of the dataset's public key: the record must carry the matching key."""
-
-    def body(self) -> bytes:
-        return self.si_bytes + self.fingerprint
 
     def verify_cap(self) -> DatasetVerifyCap:
         return self
@@ -152,11 +148,9 @@ class DatasetReadCap(Cap):
 
     level = "r"
     kind = _KIND_DATASET
+    sizes = (32, 32)
     key: bytes
     fingerprint: bytes
-
-    def body(self) -> bytes:
-        return self.key + self.fingerprint
 
     def verify_cap(self) -> DatasetVerifyCap:
         return DatasetVerifyCap(storage_index(self.key), self.fingerprint)
@@ -168,6 +162,7 @@ class DatasetWriteCap(Cap):
 
     level = "w"
     kind = _KIND_DATASET
+    sizes = (32,)
     seed: bytes
 
     @classmethod
@@ -175,9 +170,6 @@ class DatasetWriteCap(Cap):
         from os import urandom
 
         return cls(urandom(32))
-
-    def body(self) -> bytes:
-        return self.seed
 
     def signing_key(self) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(self.seed)
@@ -198,13 +190,9 @@ def fingerprint(public_key: bytes) -> bytes:
     return tagged_hash("dataset-fingerprint", public_key)
 
 
-# (level, kind) -> (class, field sizes)
-_LAYOUT: dict[tuple[str, int], tuple[type[Cap], tuple[int, ...]]] = {
-    ("v", _KIND_FILE): (FileVerifyCap, (SI_BYTES, 32)),
-    ("r", _KIND_FILE): (FileReadCap, (32, 32)),
-    ("v", _KIND_DATASET): (DatasetVerifyCap, (SI_BYTES, 32)),
-    ("r", _KIND_DATASET): (DatasetReadCap, (32, 32)),
-    ("w", _KIND_DATASET): (DatasetWriteCap, (32,)),
+_LAYOUT: dict[tuple[str, int], type[Cap]] = {
+    (cls.level, cls.kind): cls
+    for cls in (FileVerifyCap, FileReadCap, DatasetVerifyCap, DatasetReadCap, DatasetWriteCap)
 }
 _KNOWN = "w1, r1, v1"
 
@@ -233,14 +221,13 @@ def parse_cap(text: str) -> Cap:
     body, check = raw[:-_CHECKSUM], raw[-_CHECKSUM:]
     if tagged_hash("cap-checksum", body, size=_CHECKSUM) != check:
         raise BadCapability(text, "checksum mismatch (mistyped or truncated?)")
-    layout = _LAYOUT.get((tag[0], body[0]))
-    if layout is None:
+    cls = _LAYOUT.get((tag[0], body[0]))
+    if cls is None:
         raise UnknownCapability(text, f"unknown kind {body[0]} for a {tag} capability")
-    cls, sizes = layout
-    if len(body) - 1 != sum(sizes):
+    if len(body) - 1 != sum(cls.sizes):
         raise BadCapability(text, f"wrong length for a {tag} capability")
-    fields, at = [], 1
-    for size in sizes:
-        fields.append(body[at : at + size])
+    parts, at = [], 1
+    for size in cls.sizes:
+        parts.append(body[at : at + size])
         at += size
-    return cls(*fields)
+    return cls(*parts)
