@@ -226,7 +226,8 @@ def parse_cap(text: str) -> Cap:
         raise UnknownCapability(text, f"unknown kind {body[0]} for a {tag} capability")
     if len(body) - 1 != sum(cls.sizes):
         raise BadCapability(text, f"wrong length for a {tag} capability")
-    parts, at = [], 1
+    parts: list[bytes] = []
+    at = 1
     for size in cls.sizes:
         parts.append(body[at : at + size])
         at += size
