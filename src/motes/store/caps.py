@@ -226,9 +226,9 @@ def parse_cap(text: str) -> Cap:
         raise UnknownCapability(text, f"unknown kind {body[0]} for a {tag} capability")
     if len(body) - 1 != sum(cls.sizes):
         raise BadCapability(text, f"wrong length for a {tag} capability")
-    parts: list[bytes] = []
+    values: list[bytes] = []
     at = 1
     for size in cls.sizes:
-        parts.append(body[at : at + size])
+        values.append(body[at : at + size])
         at += size
-    return cls(*parts)
+    return cls(*values)
