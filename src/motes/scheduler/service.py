@@ -18,13 +18,13 @@ from collections.abc import Callable
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
 from ..config import Timing
 from ..errors import BadMessage
 from ..wire import subjects
 from ..wire.bus import Lattice
 from ..wire.codec import decode, encode
+from ..wire.lease import Lease, LeaseLost
 from ..wire.messages import (
     AppRecord,
     MoteQuery,
@@ -59,10 +59,6 @@ __all__ = ["SchedulerService"]
 log = logging.getLogger(__name__)
 
 
-class _LostLease(Exception):
-    """This scheduler is no longer leader."""
-
-
 class SchedulerService:
     """Campaigns for leadership forever; while leader, runs the placement loop."""
 
@@ -78,14 +74,13 @@ class SchedulerService:
         self._revs: dict[str, int] = {}
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._handled: dict[int, asyncio.Future[None]] = {}
-        self._lease: KeyValue | None = None
+        self._lease: Lease | None = None
         self._seen: dict[str, float] = {}
         """When each node was last heard, kept while not leading too."""
-        self._lease_rev = 0
-        self._lease_lock = asyncio.Lock()  # by id() of a queued event
 
     async def run(self) -> None:
-        lease = await self.lattice.lease_kv(self.timing.lease_ttl_s)
+        kv = await self.lattice.lease_kv(self.timing.lease_ttl_s)
+        lease = Lease(kv, subjects.LEASE_KEY, self.node_id)
         # Candidates listen to heartbeats too: a new leader then knows who has been
         # silent, and declares a node that died with the old leader lost without
         # waiting a whole failure timeout more.
@@ -93,23 +88,22 @@ class SchedulerService:
         while True:
             epoch = await self._campaign(lease)
             log.info("scheduler: %s is leader (epoch %d)", self.node_id, epoch)
-            self._lease, self._lease_rev = lease, epoch
+            self._lease = lease
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._renew())
                     tg.create_task(self._lead(epoch))
-            except* _LostLease:
+            except* LeaseLost:
                 log.warning("scheduler: %s lost the lease; campaigning again", self.node_id)
             finally:
                 self.is_leader = False
                 self.state = None
 
-    async def _campaign(self, lease: KeyValue) -> int:
+    async def _campaign(self, lease: Lease) -> int:
         while True:
             try:
-                return int(await lease.create(subjects.LEASE_KEY, self.node_id.encode()))
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
-                pass
+                if await lease.acquire():
+                    return lease.revision
             except (
                 nats.errors.TimeoutError,
                 nats.errors.ConnectionClosedError,
@@ -127,15 +121,10 @@ class SchedulerService:
                 continue  # the server may still hold our lease; the next renew tells
 
     async def _hold_lease(self) -> None:
-        """Renew the lease, proving we still lead; _LostLease if another node does."""
+        """Renew the lease, proving we still lead; LeaseLost if another node does.
+        (Renewals and pre-write checks take turns.)"""
         assert self._lease is not None
-        async with self._lease_lock:  # renewals and pre-write checks take turns
-            try:
-                self._lease_rev = await self._lease.update(
-                    subjects.LEASE_KEY, self.node_id.encode(), last=self._lease_rev
-                )
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
-                raise _LostLease from exc
+        await self._lease.renew()
 
     async def _lead(self, epoch: int) -> None:
         nodes = await self.lattice.kv_values(subjects.KV_NODES, NodeRecord)
@@ -214,7 +203,7 @@ class SchedulerService:
                         a.node, encode(a), last=self._revs.get(a.node, 0)
                     )
                 except nats.js.errors.KeyWrongLastSequenceError as exc:
-                    raise _LostLease(
+                    raise LeaseLost(
                         f"assignment of {a.node} was written by another leader"
                     ) from exc
                 log.info(

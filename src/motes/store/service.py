@@ -33,6 +33,7 @@ from ..errors import BadMessage, MotesError
 from ..wire import subjects
 from ..wire.bus import HOLDINGS_TTL_S, Lattice
 from ..wire.codec import decode, encode, encode_error
+from ..wire.lease import Lease, LeaseLost
 from ..wire.messages import Ok
 from ..wire.store import (
     FileRecord,
@@ -248,9 +249,9 @@ class StoreService:
         once (the last one may have died with a node), and so does a round after one that
         failed; and every file is checked every ``_SWEEP_EVERY_S`` regardless.
         """
-        lease = await self.lattice.lease_kv(self.timing.lease_ttl_s)
+        kv = await self.lattice.lease_kv(self.timing.lease_ttl_s)
+        lease = Lease(kv, REPAIR_LEASE_KEY, self.node)
         net = StoreNet(self.lattice, scatter_s=self.timing.scatter_s)
-        revision = 0
         seen: set[str] = set()
         missed: set[str] = set()
         swept = time.monotonic()
@@ -258,13 +259,14 @@ class StoreService:
         while True:
             await asyncio.sleep(self.timing.repair_s)
             try:
-                if revision:
-                    revision = await lease.update(REPAIR_LEASE_KEY, self.node.encode(), revision)
-                else:
-                    revision = await lease.create(REPAIR_LEASE_KEY, self.node.encode())
+                if lease.held:
+                    await lease.renew()
+                elif await lease.acquire():
                     force = True
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
-                revision, seen, missed = 0, set(), set()
+                else:
+                    continue
+            except LeaseLost:
+                seen, missed = set(), set()
                 continue
             except nats.errors.TimeoutError:
                 continue
