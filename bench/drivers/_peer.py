@@ -46,6 +46,18 @@ def send(obj: dict[str, Any]) -> None:
     _out.flush()
 
 
+def run(serve: Callable[[str], None], startup: Callable[[str, float], None] | None = None) -> None:
+    """A driver's ``main``: say hello, then ``serve TMP`` or ``startup TMP IDLE_S``."""
+    hello()
+    mode, tmp, *rest = sys.argv[1:]
+    if mode == "serve":
+        serve(tmp)
+    elif mode == "startup" and startup is not None:
+        startup(tmp, float(rest[0]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
 def serve(handlers: dict[str, Callable[..., Any]]) -> None:
     """Answer requests until ``quit`` or end of input."""
     for line in sys.stdin:

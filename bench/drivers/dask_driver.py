@@ -17,7 +17,6 @@ RSS, close both, answer once.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import _peer
@@ -110,12 +109,7 @@ def startup(tmp: str, idle_s: float) -> None:
 
 
 def main() -> None:
-    _peer.hello()
-    mode, tmp, *rest = sys.argv[1:]
-    if mode == "serve":
-        serve(tmp)
-    else:
-        startup(tmp, float(rest[0]))
+    _peer.run(serve, startup)
 
 
 if __name__ == "__main__":  # worker processes are spawned: they import this module too

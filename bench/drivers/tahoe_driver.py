@@ -320,11 +320,7 @@ def serve(tmp: str) -> None:
 
 
 def main() -> None:
-    _peer.hello()
-    mode, tmp = sys.argv[1:]
-    if mode != "serve":
-        raise SystemExit(f"unknown mode {mode!r}")
-    serve(tmp)
+    _peer.run(serve)
 
 
 if __name__ == "__main__":
