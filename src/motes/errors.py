@@ -5,7 +5,10 @@
     MotesError
     ├── RetryableError                 try again later; nothing was lost
     │   ├── TransportError             the lattice is unreachable (also ConnectionError)
+    │   ├── NoResponders               nobody listens on a subject right now
     │   ├── CallTimeout                the deadline passed (also TimeoutError)
+    │   │   └── NoReply                a lattice request got no answer in time
+    │   ├── Conflict                   a compare-and-set write lost to a newer revision
     │   ├── NoInstance                 the mote is known but has no running instance
     │   ├── StoreUnhappy               too few nodes may hold shares for the upload's happiness
     │   └── DataUnavailable            fewer than k good shares of some stored data are reachable
@@ -21,10 +24,13 @@
     │   ├── BadCapability              a capability string is malformed or corrupt (ValueError)
     │   │   └── UnknownCapability      a capability version this Motes does not know
     │   ├── NotStored                  nothing in the mesh answers for a capability (LookupError)
-    │   └── Unsupported                this machine lacks what the request needs (e.g. FUSE)
+    │   ├── Unsupported                this machine lacks what the request needs (e.g. FUSE)
+    │   ├── Unauthorized               no valid credential: the lattice or a signer refused it
+    │   └── Forbidden                  a known principal asked for what no grant allows
     ├── RemoteError                    the mote itself raised; carries the remote traceback
     └── FatalError                     give up: something is broken, not busy
-        └── StartupError               a component failed to start (server, node, worker)
+        ├── StartupError               a component failed to start (server, node, worker)
+        └── IntegrityError             a signed or hashed record does not verify: forged or damaged
 
 A ``RemoteError`` whose remote type is a built-in exception is also an instance of
 that built-in, so ``except ValueError`` catches a ``ValueError`` raised in a mote.
@@ -43,10 +49,15 @@ __all__ = [
     "CallTimeout",
     "DataUnavailable",
     "EncodeError",
+    "Conflict",
     "FatalError",
+    "Forbidden",
+    "IntegrityError",
     "MeshNotRunning",
     "MotesError",
     "NoInstance",
+    "NoReply",
+    "NoResponders",
     "NotStored",
     "PayloadTooLarge",
     "RemoteError",
@@ -55,6 +66,7 @@ __all__ = [
     "StartupError",
     "StoreUnhappy",
     "TransportError",
+    "Unauthorized",
     "UnknownCapability",
     "UnknownFlow",
     "UnknownMote",
@@ -89,6 +101,19 @@ class TransportError(RetryableError, ConnectionError):
     code = "transport"
 
 
+class NoResponders(RetryableError):
+    """Nobody subscribes to the subject a request went to (the server said so at once)."""
+
+    code = "no_responders"
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"nothing listens on {subject}")
+        self.subject = subject
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"subject": self.subject}
+
+
 class CallTimeout(RetryableError, TimeoutError):
     """A call's deadline passed before a reply arrived."""
 
@@ -101,6 +126,37 @@ class CallTimeout(RetryableError, TimeoutError):
 
     def wire_fields(self) -> dict[str, Any]:
         return {"mote": self.mote, "timeout": self.timeout}
+
+
+class NoReply(CallTimeout):
+    """A request on the lattice got no answer before its deadline."""
+
+    code = "no_reply"
+
+    def __init__(self, subject: str, timeout: float) -> None:
+        MotesError.__init__(self, f"no reply on {subject} within {timeout:g} s")
+        self.mote = self.subject = subject
+        self.timeout = timeout
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"subject": self.subject, "timeout": self.timeout}
+
+
+class Conflict(RetryableError):
+    """A create or compare-and-set write found a revision other than the one expected."""
+
+    code = "conflict"
+
+    def __init__(self, key: str, expected: int, detail: str = "") -> None:
+        extra = f": {detail}" if detail else ""
+        want = "no value" if expected == 0 else f"revision {expected}"
+        super().__init__(f"{key} changed (expected {want}){extra}")
+        self.key = key
+        self.expected = expected
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"key": self.key, "expected": self.expected, "detail": self.detail}
 
 
 class NoInstance(RetryableError):
@@ -274,6 +330,34 @@ class Unsupported(RequestError):
     code = "unsupported"
 
 
+class Unauthorized(RequestError):
+    """The credential presented is missing, malformed, expired or revoked."""
+
+    code = "unauthorized"
+
+
+class Forbidden(RequestError, PermissionError):
+    """``principal`` may not do ``action`` on ``resource``: no grant allows it."""
+
+    code = "forbidden"
+
+    def __init__(self, principal: str, action: str, resource: str, detail: str = "") -> None:
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"{principal} may not {action} {resource}{extra}")
+        self.principal = principal
+        self.action = action
+        self.resource = resource
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {
+            "principal": self.principal,
+            "action": self.action,
+            "resource": self.resource,
+            "detail": self.detail,
+        }
+
+
 class StoreUnhappy(RetryableError):
     """An upload could not place shares on enough distinct nodes; nothing was recorded."""
 
@@ -353,13 +437,33 @@ class StartupError(FatalError):
     code = "startup"
 
 
+class IntegrityError(FatalError):
+    """A signed or hashed record does not verify: it was forged, edited or damaged.
+
+    Never "fix your request": the data itself cannot be trusted, whoever sent it.
+    """
+
+    code = "integrity"
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what} does not verify: {detail}")
+        self.what = what
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"what": self.what, "detail": self.detail}
+
+
 _BY_CODE: dict[str, type[MotesError]] = {
     cls.code: cls
     for cls in (
         MotesError,
         RetryableError,
         TransportError,
+        NoResponders,
         CallTimeout,
+        NoReply,
+        Conflict,
         NoInstance,
         RequestError,
         UnknownMote,
@@ -374,11 +478,14 @@ _BY_CODE: dict[str, type[MotesError]] = {
         UnknownCapability,
         NotStored,
         Unsupported,
+        Unauthorized,
+        Forbidden,
         StoreUnhappy,
         DataUnavailable,
         RemoteError,
         FatalError,
         StartupError,
+        IntegrityError,
     )
 }
 _REMOTE_SUBCLASSES: dict[str, type[RemoteError]] = {}

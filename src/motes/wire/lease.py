@@ -1,46 +1,67 @@
 """A lease: one key of the lease bucket, held by whoever created it and keeps renewing it.
 
-The bucket's entries expire ``lease_ttl`` after their last write, so a holder that dies
-frees its lease by itself. Taking a lease is a KV create (it fails while anyone holds
-it); renewing is a compare-and-set on the revision we last wrote, so a holder that
-stalled and was replaced learns it at its next renewal. The scheduler's leadership and
-the store's repairer are both leases.
+The bucket's entries expire ``ttl`` after their last write, so a holder that dies frees
+its lease by itself. Taking a lease is a KV create (it fails while anyone holds it);
+renewing is a compare-and-set on the revision we last wrote, so a holder that stalled and
+was replaced learns it at its next renewal. ``hold`` renews at a quarter of the TTL for as
+long as it runs, so the work done under a lease never has to renew it itself, however
+long one round of that work takes. The scheduler's leadership and the store's repairer
+are both leases; the revision a holder won with is its epoch (the fencing token).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
-import nats.js.errors
-from nats.js.kv import KeyValue
+from ..errors import Conflict, RetryableError
+from .bus import KV
 
 __all__ = ["Lease", "LeaseLost"]
 
+log = logging.getLogger(__name__)
+
 
 class LeaseLost(Exception):
-    """Someone else holds the lease now (or a write we made as holder was overtaken)."""
+    """Someone else holds the lease now (or we could not prove we still do)."""
 
 
 class Lease:
-    def __init__(self, kv: KeyValue, key: str, holder: str) -> None:
+    def __init__(self, kv: KV, key: str, holder: str, ttl: float) -> None:
         self.kv = kv
         self.key = key
         self.holder = holder.encode()
+        self.ttl = ttl
         self.revision = 0
         """The revision of our last write; 0 while we do not hold it."""
+        self.epoch = 0
+        """The revision we took the lease with."""
         self._turns = asyncio.Lock()
+        self._renewed = 0.0
 
     @property
     def held(self) -> bool:
         return self.revision != 0
 
     async def acquire(self) -> bool:
-        """Take the lease if it is free; False if someone holds it."""
+        """Take the lease if it is free; False if someone holds it (or the lattice is away)."""
         try:
-            self.revision = int(await self.kv.create(self.key, self.holder))
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+            self.revision = await self.kv.create(self.key, self.holder)
+        except Conflict:
             return False
+        except RetryableError as exc:
+            log.debug("lease %s: %s", self.key, exc)
+            return False
+        self.epoch = self.revision
+        self._renewed = time.monotonic()
         return True
+
+    async def campaign(self) -> int:
+        """Wait until we hold the lease; returns the epoch."""
+        while not await self.acquire():
+            await asyncio.sleep(self.ttl / 4)
+        return self.epoch
 
     async def renew(self) -> None:
         """Prove we still hold it; ``LeaseLost`` if another does. Renewals take turns.
@@ -49,8 +70,30 @@ class Lease:
         renewal tells.
         """
         async with self._turns:
+            if not self.held:
+                raise LeaseLost(self.key)
             try:
                 self.revision = await self.kv.update(self.key, self.holder, last=self.revision)
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
+            except Conflict as exc:
                 self.revision = 0
                 raise LeaseLost(self.key) from exc
+            self._renewed = time.monotonic()
+
+    async def hold(self) -> None:
+        """Renew every quarter of the TTL until cancelled; ``LeaseLost`` when it is gone,
+        or when no renewal has succeeded for a whole TTL (then it may have lapsed)."""
+        while True:
+            await asyncio.sleep(self.ttl / 4)
+            try:
+                await self.renew()
+            except LeaseLost:
+                raise
+            except RetryableError as exc:
+                if time.monotonic() - self._renewed >= self.ttl:
+                    self.revision = 0
+                    raise LeaseLost(f"{self.key}: not renewed for {self.ttl:g} s ({exc})") from exc
+                log.debug("lease %s: renewal failed (%s); trying again", self.key, exc)
+
+    def release(self) -> None:
+        """Forget that we hold it (it lapses by itself within the TTL)."""
+        self.revision = 0

@@ -19,6 +19,12 @@ Layout (``{node}``, ``{app}``, ``{mote}`` are validated names, never user free t
     motes.store.{node}.tag             tell it which files its blobs belong to
     motes.store.locate                 every store service answers which shares it holds
     motes.store.repair                 one store service (queue group) checks/repairs a file
+    motes.ev.sched                     the scheduler leader's decisions (node lost, placed)
+    motes.ev.inst.{node}               instance state changes on one node
+
+The JetStream subjects behind buckets, streams and the object store have builders here
+too (``kv_subject``, ``js_api``, ...), so what a principal may touch can be derived from
+the same functions that name it.
 
 KV keys of stored durable results (``{token}`` is a KV-safe spelling of a call id)::
 
@@ -66,6 +72,55 @@ DURABLE_ALL = f"{PREFIX}.durable.>"
 STORE_LOCATE = f"{PREFIX}.store.locate"
 STORE_REPAIR = f"{PREFIX}.store.repair"
 STORE_REPAIR_QUEUE = "q.store.repair"
+EVENTS_ALL = f"{PREFIX}.ev.>"
+EVENTS_SCHED = f"{PREFIX}.ev.sched"
+
+
+def instance_events(node: str) -> str:
+    """Instance state changes on ``node`` (its agent publishes them)."""
+    return f"{PREFIX}.ev.inst.{node}"
+
+
+# --- JetStream's own subjects --------------------------------------------------------------
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind KV bucket ``bucket``."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str = ">") -> str:
+    """The subject a KV write to ``key`` (or a filter) of ``bucket`` is published on."""
+    return f"$KV.{bucket}.{key}"
+
+
+def obj_stream(bucket: str) -> str:
+    return f"OBJ_{bucket}"
+
+
+def obj_subjects(bucket: str) -> list[str]:
+    """Chunks and metadata of every object in ``bucket``."""
+    return [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>"]
+
+
+def js_api(op: str, *names: str, domain: str = "") -> str:
+    """A JetStream API subject: ``js_api("STREAM.INFO", "KV_motes_nodes")``."""
+    head = f"$JS.{domain}.API" if domain else "$JS.API"
+    return ".".join([head, op, *names])
+
+
+def js_ack(stream: str) -> str:
+    """Acks (and naks, progress, terms) of messages delivered from ``stream``."""
+    return f"$JS.ACK.{stream}.>"
+
+
+def js_flow_control(stream: str) -> str:
+    return f"$JS.FC.{stream}.>"
+
+
+def inbox(prefix: str) -> str:
+    """Every reply subject under one principal's inbox prefix."""
+    return f"{prefix}.>"
 
 
 def store(node: str, op: str) -> str:

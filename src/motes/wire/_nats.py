@@ -1,0 +1,765 @@
+"""The ``Bus`` on nats-py: the only module in Motes that imports ``nats``.
+
+Every nats-py exception is mapped here, once, to a Motes error (``_mapped``). Requests
+share one wildcard inbox subscription with a future per request (nats-py's own
+``request`` starts a timer task per call, which is most of a small call's client cost).
+Subscriptions are read straight from the queue nats-py fills, without the task per
+message its message iterator creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+
+from ..config import LatticeConfig
+from ..errors import (
+    Conflict,
+    NoReply,
+    NoResponders,
+    PayloadTooLarge,
+    TransportError,
+    Unauthorized,
+)
+from .bus import ConnState, Entry, JetMsg, Op, StoredMsg, StreamState
+from .resources import BucketSpec, StreamSpec
+
+__all__ = ["NatsBus"]
+
+log = logging.getLogger(__name__)
+_END = object()
+"""Put in a subscription's queue to end its iterator."""
+
+
+@contextlib.contextmanager
+def _mapped(what: str, key: str = "", expected: int = 0) -> Iterator[None]:
+    """Turn nats-py's exceptions into the Motes error a caller can act on."""
+    try:
+        yield
+    except nats.js.errors.KeyWrongLastSequenceError as exc:
+        raise Conflict(key or what, expected, exc.description or "") from None
+    except nats.errors.NoRespondersError:
+        raise NoResponders(what) from None
+    except nats.errors.MaxPayloadError as exc:
+        raise PayloadTooLarge(what, 0, 0) from exc
+    except (
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionDrainingError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.OutboundBufferLimitError,
+        nats.errors.StaleConnectionError,
+        nats.errors.NoServersError,
+    ) as exc:
+        raise TransportError(f"{what}: {type(exc).__name__} {exc}".rstrip()) from None
+    except nats.errors.TimeoutError:
+        raise NoReply(what, 0) from None
+    except nats.js.errors.APIError as exc:
+        raise TransportError(f"{what}: the lattice refused it ({exc})") from None
+    except nats.errors.Error as exc:
+        raise TransportError(f"{what}: {exc!r}") from None
+
+
+class _Sub:
+    """A subscription whose iterator reads nats-py's pending queue directly."""
+
+    def __init__(self, bus: NatsBus, sub: NatsSubscription) -> None:
+        self._bus = bus
+        self._sub = sub
+        self._queue: asyncio.Queue[Any] = sub._pending_queue
+        self._ended = False
+        self._iterating = False
+        self._done = asyncio.Event()
+
+    def __aiter__(self) -> AsyncIterator[Msg]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Msg]:
+        queue = self._queue
+        sub = self._sub
+        self._iterating = True
+        try:
+            while True:
+                msg = await queue.get()
+                queue.task_done()
+                if msg is _END:
+                    return
+                sub._pending_size -= len(msg.data)
+                yield msg
+        finally:
+            self._iterating = False
+            self._done.set()
+
+    @property
+    def pending(self) -> int:
+        return int(self._queue.qsize())
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(_END)
+            self._bus._subs.discard(self)
+
+    async def drain(self) -> None:
+        """Unsubscribe, then return once the reader has taken every message delivered."""
+        if self._ended:
+            return
+        if self._bus._nc.is_connected:
+            try:
+                await self._sub._conn._send_unsubscribe(self._sub._id)
+                await self._sub._conn.flush()
+            except nats.errors.Error as exc:
+                log.debug("drain: %r", exc)
+        self._sub._closed = True
+        self._sub._conn._remove_sub(self._sub._id)
+        self._end()
+        if self._iterating:
+            await self._done.wait()
+
+    async def unsubscribe(self) -> None:
+        if self._ended:
+            return
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error as exc:
+            log.debug("unsubscribe: %r", exc)
+        # Calls that arrived but were not taken are dropped: the caller asked to stop now.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            self._queue.task_done()
+        self._end()
+
+    async def __aenter__(self) -> _Sub:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.unsubscribe()
+
+
+class _Replies:
+    """One wildcard inbox subscription that routes replies to waiting requests."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox() + "."
+        self._waiting: dict[str, Callable[[Msg], None]] = {}
+        self._tokens = itertools.count(1)
+
+    async def start(self) -> None:
+        await self.nc.subscribe(self.prefix + "*", cb=self._on_reply, pending_msgs_limit=1_000_000)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        deliver = self._waiting.get(msg.subject[len(self.prefix) :])
+        if deliver is not None:
+            deliver(msg)
+
+    def open(self, deliver: Callable[[Msg], None]) -> str:
+        token = str(next(self._tokens))
+        self._waiting[token] = deliver
+        return token
+
+    def close(self, token: str) -> None:
+        self._waiting.pop(token, None)
+
+
+def _is_no_responders(msg: Msg) -> bool:
+    return not msg.data and bool(msg.headers) and msg.headers.get("Status") == "503"
+
+
+class _KV:
+    def __init__(self, kv: KeyValue, name: str, timeout: float) -> None:
+        self._kv = kv
+        self._name = name
+        self._timeout = timeout
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def get(self, key: str) -> Entry | None:
+        with _mapped(f"reading {self._name}/{key}"):
+            try:
+                e = await self._kv.get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None
+        return _entry(e)
+
+    async def put(self, key: str, value: bytes) -> int:
+        with _mapped(f"writing {self._name}/{key}"):
+            return int(await self._kv.put(key, value))
+
+    async def create(self, key: str, value: bytes) -> int:
+        with _mapped(f"creating {self._name}/{key}", key=f"{self._name}/{key}"):
+            return int(await self._kv.create(key, value))
+
+    async def update(self, key: str, value: bytes, *, last: int) -> int:
+        with _mapped(f"updating {self._name}/{key}", key=f"{self._name}/{key}", expected=last):
+            return int(await self._kv.update(key, value, last=last))
+
+    async def delete(self, key: str) -> None:
+        with _mapped(f"deleting {self._name}/{key}"):
+            await self._kv.delete(key)
+
+    async def history(self, key: str) -> list[Entry]:
+        with _mapped(f"history of {self._name}/{key}"):
+            try:
+                entries = await self._kv.history(key)
+            except nats.js.errors.NoKeysError:
+                return []
+        return [_entry(e) for e in entries]
+
+    async def items(self, keys: str = ">") -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
+        with _mapped(f"listing {self._name}"):
+            watcher = await self._kv.watch(keys, ignore_deletes=True)
+            try:
+                async for e in watcher:
+                    if e is None:
+                        break
+                    if e.value:
+                        out[e.key] = _entry(e)
+                    if e.delta == 0:
+                        break
+            finally:
+                await watcher.stop()
+        return out
+
+    async def watch(self, keys: str = ">", *, history: bool = False) -> _Watch:
+        with _mapped(f"watching {self._name}"):
+            watcher = await self._kv.watch(keys, include_history=history)
+        return _Watch(watcher)
+
+
+class _Watch:
+    def __init__(self, watcher: KeyValue.KeyWatcher) -> None:
+        self._w = watcher
+        self._stopped = False
+
+    def __aiter__(self) -> AsyncIterator[Entry]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Entry]:
+        async for e in self._w:
+            if e is not None:
+                yield _entry(e)
+
+    async def next(self, timeout: float) -> Entry | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            try:
+                e = await self._w.updates(timeout=left)
+            except nats.errors.TimeoutError:
+                return None
+            if e is not None:
+                return _entry(e)
+
+    async def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            try:
+                await self._w.stop()
+            except nats.errors.Error as exc:
+                log.debug("watch stop: %r", exc)
+
+    async def __aenter__(self) -> _Watch:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def _entry(e: KeyValue.Entry) -> Entry:
+    op = Op.PUT
+    if e.operation == "DEL":
+        op = Op.DEL
+    elif e.operation == "PURGE":
+        op = Op.PURGE
+    value = None if op is not Op.PUT else bytes(e.value or b"")
+    created = e.created.timestamp() if getattr(e, "created", None) else 0.0
+    return Entry(key=e.key, value=value, revision=int(e.revision or 0), op=op, created=created)
+
+
+class _Objects:
+    def __init__(self, store: Any, name: str) -> None:
+        self._store = store
+        self._name = name
+
+    async def get(self, name: str) -> bytes | None:
+        with _mapped(f"reading {self._name}/{name}"):
+            try:
+                obj = await self._store.get(name)
+            except nats.js.errors.NotFoundError:
+                return None
+        return bytes(obj.data) if obj.data is not None else None
+
+    async def put(self, name: str, data: bytes) -> None:
+        with _mapped(f"storing {self._name}/{name}"):
+            await self._store.put(name, data)
+
+    async def exists(self, name: str) -> bool:
+        with _mapped(f"looking up {self._name}/{name}"):
+            try:
+                await self._store.get_info(name)
+            except nats.js.errors.NotFoundError:
+                return False
+        return True
+
+
+class _JetMsg:
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+
+    @property
+    def subject(self) -> str:
+        return str(self._msg.subject)
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._msg.data)
+
+    @property
+    def deliveries(self) -> int:
+        return int(self._msg.metadata.num_delivered)
+
+    async def ack(self) -> None:
+        with _mapped("acknowledging a durable message"):
+            await self._msg.ack()
+
+    async def nak(self, delay: float = 0.0) -> None:
+        with _mapped("returning a durable message"):
+            await self._msg.nak(delay=delay or None)
+
+    async def term(self) -> None:
+        with _mapped("terminating a durable message"):
+            await self._msg.term()
+
+    async def in_progress(self) -> None:
+        with _mapped("extending a durable message"):
+            await self._msg.in_progress()
+
+
+class _Pull:
+    def __init__(self, sub: JetStreamContext.PullSubscription, what: str) -> None:
+        self._sub = sub
+        self._what = what
+
+    async def fetch(self, batch: int, timeout: float) -> list[JetMsg]:
+        try:
+            with _mapped(self._what):
+                msgs = await self._sub.fetch(batch, timeout=timeout)
+        except NoReply:
+            return []
+        return [_JetMsg(m) for m in msgs]
+
+    async def close(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except (nats.errors.Error, ValueError) as exc:
+            log.debug("pull unsubscribe: %r", exc)
+
+
+class NatsBus:
+    """A connection to nats-server, with the JetStream resources Motes shares."""
+
+    def __init__(self, nc: Client, config: LatticeConfig) -> None:
+        self._nc = nc
+        self.config = config
+        self._js: JetStreamContext = nc.jetstream(
+            timeout=config.api_timeout_s, domain=config.domain or None
+        )
+        self._replies = _Replies(nc)
+        self._kv: dict[str, _KV] = {}
+        self._objects: dict[str, _Objects] = {}
+        self._streams: set[str] = set()
+        self._subs: set[_Sub] = set()
+        self._watchers: list[asyncio.Queue[ConnState]] = []
+
+    @classmethod
+    async def connect(cls, config: LatticeConfig, *, name: str = "motes") -> NatsBus:
+        """Connect, failing fast (``TransportError``) when no server answers."""
+        if not config.servers:
+            raise TransportError("no lattice servers configured")
+        holder: list[NatsBus] = []
+
+        async def on_error(exc: Exception) -> None:
+            log.debug("nats: %r", exc)
+
+        def state(s: ConnState) -> Callable[[], Awaitable[None]]:
+            async def cb() -> None:
+                if holder:
+                    holder[0]._changed(s)
+
+            return cb
+
+        options: dict[str, Any] = {
+            "name": name,
+            "connect_timeout": config.connect_timeout_s,
+            "max_reconnect_attempts": config.connect_attempts,
+            "reconnect_time_wait": config.reconnect_wait_s,
+            "allow_reconnect": True,
+            "error_cb": on_error,
+            "disconnected_cb": state(ConnState.DISCONNECTED),
+            "reconnected_cb": state(ConnState.RECONNECTED),
+            "closed_cb": state(ConnState.CLOSED),
+            "pending_size": config.pending_bytes,
+            "inbox_prefix": config.inbox_prefix,
+        }
+        if config.credentials:
+            options["user_credentials"] = config.credentials
+        if config.tls_ca:
+            options["tls"] = _tls_context(config)
+        servers = list(config.servers)
+        try:
+            nc = await nats.connect(servers, **options)
+        except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
+            raise TransportError(f"cannot reach the lattice at {','.join(servers)}: {exc}") from None
+        except (nats.errors.AuthorizationError, nats.errors.InvalidUserCredentialsError) as exc:
+            raise Unauthorized(f"the lattice at {','.join(servers)} refused us: {exc}") from None
+        except nats.errors.Error as exc:
+            raise TransportError(f"cannot connect to {','.join(servers)}: {exc!r}") from None
+        # Once connected, a lost server is retried for as long as we run.
+        nc.options["max_reconnect_attempts"] = -1
+        bus = cls(nc, config)
+        holder.append(bus)
+        await bus._replies.start()
+        return bus
+
+    # --- connection ------------------------------------------------------------------
+
+    @property
+    def max_payload(self) -> int:
+        return int(self._nc.max_payload)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._nc.is_closed)
+
+    def new_inbox(self) -> str:
+        return str(self._nc.new_inbox())
+
+    def _changed(self, state: ConnState) -> None:
+        for q in self._watchers:
+            q.put_nowait(state)
+        if state is ConnState.CLOSED:
+            for sub in list(self._subs):
+                sub._end()
+
+    async def status(self) -> AsyncIterator[ConnState]:
+        queue: asyncio.Queue[ConnState] = asyncio.Queue()
+        self._watchers.append(queue)
+        try:
+            if self._nc.is_closed:
+                yield ConnState.CLOSED
+                return
+            while True:
+                state = await queue.get()
+                yield state
+                if state is ConnState.CLOSED:
+                    return
+        finally:
+            self._watchers.remove(queue)
+
+    async def close(self) -> None:
+        if self._nc.is_closed:
+            return
+        try:
+            await self._nc.drain()
+        except (TimeoutError, nats.errors.Error):
+            await self._nc.close()
+        for sub in list(self._subs):
+            sub._end()
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        with _mapped("flushing"):
+            await self._nc.flush(timeout=max(1, round(timeout)))
+
+    # --- core messages -----------------------------------------------------------------
+
+    async def publish(
+        self, subject: str, data: bytes, *, reply: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        if len(data) > self._nc.max_payload:
+            raise PayloadTooLarge(f"a message to {subject}", len(data), self.max_payload)
+        with _mapped(f"publishing to {subject}"):
+            await self._nc.publish(subject, data, reply=reply, headers=headers)
+
+    async def subscribe(self, subject: str, *, queue: str = "", pending: int = 65536) -> _Sub:
+        with _mapped(f"subscribing to {subject}"):
+            sub = await self._nc.subscribe(subject, queue=queue, pending_msgs_limit=pending)
+        wrapped = _Sub(self, sub)
+        self._subs.add(wrapped)
+        return wrapped
+
+    async def request(
+        self, subject: str, data: bytes, *, timeout: float, headers: dict[str, str] | None = None
+    ) -> Msg:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Msg] = loop.create_future()
+
+        def deliver(msg: Msg) -> None:
+            if not fut.done():
+                fut.set_result(msg)
+
+        token = self._replies.open(deliver)
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            await self.publish(subject, data, reply=self._replies.prefix + token, headers=headers)
+            try:
+                msg = await fut
+            except TimeoutError:
+                raise NoReply(subject, timeout) from None
+        finally:
+            timer.cancel()
+            self._replies.close(token)
+        if _is_no_responders(msg):
+            raise NoResponders(subject)
+        return msg
+
+    async def scatter(
+        self, subject: str, data: bytes, *, expected: int | None, timeout: float
+    ) -> list[bytes]:
+        answers: list[bytes] = []
+        done = asyncio.Event()
+
+        def deliver(msg: Msg) -> None:
+            if _is_no_responders(msg):
+                return
+            answers.append(bytes(msg.data))
+            if expected is not None and len(answers) >= expected:
+                done.set()
+
+        token = self._replies.open(deliver)
+        try:
+            await self.publish(subject, data, reply=self._replies.prefix + token)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await done.wait()
+        finally:
+            self._replies.close(token)
+        return answers
+
+    # --- JetStream ---------------------------------------------------------------------
+
+    async def kv(self, bucket: BucketSpec) -> _KV:
+        kv = self._kv.get(bucket.name)
+        if kv is None:
+            kv = self._kv[bucket.name] = _KV(
+                await self._ensure_kv(bucket), bucket.name, self.config.api_timeout_s
+            )
+        return kv
+
+    async def _ensure_kv(self, spec: BucketSpec) -> KeyValue:
+        with _mapped(f"opening bucket {spec.name}"):
+            try:
+                return await self._js.key_value(spec.name)
+            except nats.js.errors.BucketNotFoundError:
+                pass
+            config = KeyValueConfig(
+                bucket=spec.name,
+                history=spec.history,
+                ttl=spec.ttl,
+                storage=StorageType.FILE,
+                replicas=self.config.replicas,
+            )
+            try:
+                return await self._js.create_key_value(config)
+            except nats.js.errors.BadRequestError:
+                # Another process created it between our look-up and create.
+                return await self._js.key_value(spec.name)
+
+    async def objects(self, bucket: BucketSpec) -> _Objects:
+        store = self._objects.get(bucket.name)
+        if store is None:
+            with _mapped(f"opening object store {bucket.name}"):
+                try:
+                    raw = await self._js.object_store(bucket.name)
+                except nats.js.errors.BucketNotFoundError:
+                    config = ObjectStoreConfig(
+                        bucket=bucket.name, storage=StorageType.FILE, replicas=self.config.replicas
+                    )
+                    try:
+                        raw = await self._js.create_object_store(bucket.name, config)
+                    except nats.js.errors.BadRequestError:
+                        raw = await self._js.object_store(bucket.name)
+            store = self._objects[bucket.name] = _Objects(raw, bucket.name)
+        return store
+
+    async def ensure_stream(self, stream: StreamSpec) -> None:
+        if stream.name in self._streams:
+            return
+        config = StreamConfig(
+            name=stream.name,
+            subjects=list(stream.subjects),
+            retention=RetentionPolicy.WORK_QUEUE if stream.work_queue else RetentionPolicy.LIMITS,
+            max_bytes=stream.max_bytes,
+            max_msgs_per_subject=stream.max_msgs_per_subject,
+            duplicate_window=stream.duplicate_window or None,
+            max_msg_size=stream.max_msg_size if stream.max_msg_size > 0 else self.max_payload,
+            storage=StorageType.FILE,
+            num_replicas=self.config.replicas,
+        )
+        with _mapped(f"opening stream {stream.name}"):
+            try:
+                await self._js.stream_info(stream.name)
+            except nats.js.errors.NotFoundError:
+                try:
+                    await self._js.add_stream(config)
+                except nats.js.errors.BadRequestError:
+                    pass  # another process created it first
+        self._streams.add(stream.name)
+
+    async def publish_durable(
+        self, subject: str, data: bytes, *, msg_id: str = "", timeout: float = 10.0
+    ) -> int:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        if len(data) > self._nc.max_payload:
+            raise PayloadTooLarge(f"a message to {subject}", len(data), self.max_payload)
+        with _mapped(f"storing a message on {subject}"):
+            ack = await self._js.publish(subject, data, timeout=timeout, headers=headers)
+        return int(ack.seq)
+
+    async def publish_durable_nowait(
+        self, subject: str, data: bytes, *, msg_id: str = ""
+    ) -> Awaitable[int]:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        if len(data) > self._nc.max_payload:
+            raise PayloadTooLarge(f"a message to {subject}", len(data), self.max_payload)
+        with _mapped(f"storing a message on {subject}"):
+            fut = await self._js.publish_async(subject, data, headers=headers)
+
+        async def acked() -> int:
+            with _mapped(f"storing a message on {subject}"):
+                return int((await fut).seq)
+
+        return acked()
+
+    async def stream_state(self, stream: str, subjects: str = "") -> StreamState | None:
+        with _mapped(f"reading stream {stream}"):
+            try:
+                info = await self._js.stream_info(stream, subjects_filter=subjects or None)
+            except nats.js.errors.NotFoundError:
+                return None
+        return StreamState(
+            messages=int(info.state.messages), subjects=dict(info.state.subjects or {})
+        )
+
+    async def stream_first(self, stream: str, subject: str) -> StoredMsg | None:
+        with _mapped(f"reading stream {stream}"):
+            try:
+                msg = await self._js.get_msg(stream, seq=1, next=True, subject=subject)
+            except nats.js.errors.NotFoundError:
+                return None
+        when = msg.time.timestamp() if msg.time is not None else 0.0
+        return StoredMsg(subject=msg.subject or subject, data=msg.data or b"", seq=msg.seq or 0, time=when)
+
+    async def consumer_pending(self, stream: str, durable: str) -> int | None:
+        with _mapped(f"reading consumer {durable}"):
+            try:
+                info = await self._js.consumer_info(stream, durable)
+            except nats.js.errors.NotFoundError:
+                return None
+        return int(info.num_ack_pending or 0)
+
+    async def pull(
+        self,
+        stream: StreamSpec,
+        *,
+        durable: str,
+        subject: str,
+        ack_wait: float,
+        max_ack_pending: int,
+    ) -> _Pull:
+        await self.ensure_stream(stream)
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+            filter_subject=subject,
+        )
+        with _mapped(f"consuming {subject}"):
+            sub = await self._js.pull_subscribe(
+                subject, durable=durable, stream=stream.name, config=config
+            )
+        return _Pull(sub, f"taking durable messages on {subject}")
+
+    async def replay(
+        self, stream: StreamSpec, subjects: str, *, follow: bool
+    ) -> AsyncIterator[StoredMsg]:
+        await self.ensure_stream(stream)
+        with _mapped(f"reading stream {stream.name}"):
+            sub = await self._js.subscribe(
+                subjects, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=None if follow else 0.5)
+                except nats.errors.TimeoutError:
+                    return
+                except nats.errors.Error as exc:
+                    raise TransportError(f"reading stream {stream.name}: {exc!r}") from None
+                meta = msg.metadata
+                yield StoredMsg(
+                    subject=msg.subject,
+                    data=bytes(msg.data),
+                    seq=int(meta.sequence.stream),
+                    time=meta.timestamp.timestamp(),
+                    pending=int(meta.num_pending),
+                )
+                if not follow and meta.num_pending == 0:
+                    return
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+
+def _expire(fut: asyncio.Future[Msg]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+def _tls_context(config: LatticeConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=config.tls_ca)
+    if config.tls_cert:
+        ctx.load_cert_chain(config.tls_cert, config.tls_key or None)
+    return ctx
+

@@ -1,0 +1,118 @@
+"""The JetStream resources every component shares: one table of buckets, one of streams.
+
+Whoever needs a resource first creates it with these settings (``Bus.kv``,
+``Bus.ensure_stream``); everyone else binds to it. Names come from ``subjects``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from . import subjects
+
+__all__ = [
+    "ACTORS",
+    "APPS",
+    "BUCKETS",
+    "BUNDLES",
+    "CALLS",
+    "CTX",
+    "DATASETS",
+    "DUPLICATE_WINDOW_S",
+    "FILES",
+    "FLOWS",
+    "HOLDINGS",
+    "HOLDINGS_TTL_S",
+    "LOGS",
+    "NODES",
+    "PLACE",
+    "RESULTS",
+    "RESULT_TTL_S",
+    "STORE",
+    "STREAMS",
+    "BucketSpec",
+    "StreamSpec",
+    "lease",
+]
+
+RESULT_TTL_S = 24 * 3600.0
+"""How long a durable call's result is kept (and answers a repeated call id)."""
+HOLDINGS_TTL_S = 20.0
+"""A store's holdings record lapses this long after its last report (a dead node's goes)."""
+DUPLICATE_WINDOW_S = 120.0
+"""A durable call re-published with the same id within this window is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    """A KV bucket (or, with ``objects``, an object store bucket)."""
+
+    name: str
+    history: int = 1
+    ttl: float | None = None
+    """Entries expire this long after their last write."""
+    objects: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    work_queue: bool = False
+    """A message leaves the stream once a consumer acks it."""
+    max_bytes: int = -1
+    max_msgs_per_subject: int = -1
+    duplicate_window: float = 0.0
+    max_msg_size: int = -1
+    """-1: the server's max payload."""
+
+
+NODES = BucketSpec(subjects.KV_NODES)
+APPS = BucketSpec(subjects.KV_APPS, history=8)
+PLACE = BucketSpec(subjects.KV_PLACE)
+ACTORS = BucketSpec(subjects.KV_ACTORS)
+CTX = BucketSpec(subjects.KV_CTX)
+RESULTS = BucketSpec(subjects.KV_RESULTS, ttl=RESULT_TTL_S)
+FLOWS = BucketSpec(subjects.KV_FLOWS, history=8)
+STORE = BucketSpec(subjects.KV_STORE)
+FILES = BucketSpec(subjects.KV_FILES)
+HOLDINGS = BucketSpec(subjects.KV_HOLDINGS, ttl=HOLDINGS_TTL_S)
+DATASETS = BucketSpec(subjects.KV_DATASETS, history=8)
+BUNDLES = BucketSpec(subjects.OBJ_BUNDLES, objects=True)
+_LEASE = BucketSpec(subjects.KV_LEASE)
+
+BUCKETS = (
+    NODES,
+    APPS,
+    PLACE,
+    ACTORS,
+    CTX,
+    RESULTS,
+    FLOWS,
+    STORE,
+    FILES,
+    HOLDINGS,
+    DATASETS,
+    BUNDLES,
+)
+
+
+def lease(ttl: float) -> BucketSpec:
+    """The lease bucket: an entry expires ``ttl`` seconds after its last write."""
+    return replace(_LEASE, ttl=ttl)
+
+
+LOGS = StreamSpec(
+    subjects.STREAM_LOGS,
+    (subjects.LOGS_ALL,),
+    max_bytes=64 * 1024 * 1024,
+    max_msgs_per_subject=2000,
+)
+CALLS = StreamSpec(
+    subjects.STREAM_CALLS,
+    (subjects.DURABLE_ALL,),
+    work_queue=True,
+    duplicate_window=DUPLICATE_WINDOW_S,
+)
+
+STREAMS = (LOGS, CALLS)
