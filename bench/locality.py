@@ -171,7 +171,7 @@ async def _job(
         wall = time.perf_counter() - t0
         if answer["size"] != size or answer["sha256"] != digest:
             raise RuntimeError(f"{mote} read {answer['size']:,} bytes that differ from the file")
-        instances = {i.pid: i.node for i in await client.ps() if i.app == name}
+        instances = {i.pid: i.node for i in await client.ops.ps() if i.app == name}
         node = instances.get(answer["pid"])
         by_node: dict[str, int] = answer["by_node"]
         answer.update(
@@ -193,7 +193,7 @@ async def _job(
             f" the lattice, {answer['remote_bytes'] / MiB:.2f} MiB of it from other nodes"
             f" {answer['by_node']}"
         )
-    why = await client.why(mote)
+    why = await client.ops.why(mote)
     verdicts = []
     for row in why.nodes:
         loc = next((v for v in row.verdicts if v.rule == "locality"), None)
@@ -231,7 +231,7 @@ async def measure(size_mib: int = 64, calls: int = 3) -> dict[str, Any]:
         digest = await asyncio.to_thread(sha256_of, path)
         async with local_mesh(folder, nodes=NODES, labels=LABELS, timing=Timing()) as mesh:
             async with motes.connect(mesh.url, cache=False) as client:
-                names = {s.record.id: s.record.name for s in await client.nodes()}
+                names = {s.record.id: s.record.name for s in await client.ops.nodes()}
                 holder = next(i for i, n in names.items() if n == HOLDER)
                 cap = await client.store.put(path, policy=Policy.parse(POLICY))
                 shares = await asyncio.to_thread(_share_files, mesh)

@@ -27,13 +27,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import nats
 import nats.js.errors
 
 import motes
 from motes.client import Mesh
 from motes.errors import MotesError
 from motes.node.localmesh import LocalMesh
-from motes.wire.bus import Lattice
 
 from .runner import Result, compare
 
@@ -60,7 +60,7 @@ def _write_app(folder: Path, name: str, *, min: int = 1, max: int = 4, version: 
 async def _until_warm(client: Mesh, nodes: int) -> None:
     """Every node has had time to refill its warm pool (a worker start is ~0.3 s of CPU)."""
     await asyncio.sleep(1.0)
-    await client.nodes()
+    await client.ops.nodes()
 
 
 async def scale_from_zero_ms(mesh: LocalMesh, client: Mesh, folder: Path, reps: int) -> list[float]:
@@ -78,10 +78,10 @@ async def scale_from_zero_ms(mesh: LocalMesh, client: Mesh, folder: Path, reps: 
 async def failover_s(mesh: LocalMesh, client: Mesh, folder: Path, reps: int) -> list[float]:
     """Kill the node serving the only instance; time until a call succeeds again."""
     await client.deploy(_write_app(folder, "solo", min=1, max=1))
-    names = {s.record.id: s.record.name for s in await client.nodes()}
+    names = {s.record.id: s.record.name for s in await client.ops.nodes()}
     samples = []
     for _ in range(reps):
-        victim = next(names[i.node] for i in await client.ps() if i.app == "solo")
+        victim = next(names[i.node] for i in await client.ops.ps() if i.app == "solo")
         await mesh.kill_node(victim)
         started = time.perf_counter()
         while True:
@@ -142,21 +142,24 @@ async def durable_pair(client: Mesh, folder: Path, calls: int) -> tuple[float, f
     motes_rate = calls / (time.perf_counter() - started)
     assert results == list(range(calls))
 
-    lattice: Lattice = client.lattice
+    # The floor: a plain nats-py client publishing with acks on the same server.
+    nc = await nats.connect(list(client.config.lattice.servers), name="bench raw jetstream")
+    js = nc.jetstream()
     stream = "BENCH_RAW"
     try:
-        await lattice.js.delete_stream(stream)
+        await js.delete_stream(stream)
     except nats.js.errors.NotFoundError:
         pass
-    await lattice.js.add_stream(name=stream, subjects=["bench.raw"])
+    await js.add_stream(name=stream, subjects=["bench.raw"])
     payload = b"\x93\xa2d1\x01\x80"  # about the size of one durable call
     started = time.perf_counter()
     window = 256
     for base in range(0, calls, window):
-        acks = [lattice.js.publish("bench.raw", payload) for _ in range(min(window, calls - base))]
+        acks = [js.publish("bench.raw", payload) for _ in range(min(window, calls - base))]
         await asyncio.gather(*acks)
     raw_rate = calls / (time.perf_counter() - started)
-    await lattice.js.delete_stream(stream)
+    await js.delete_stream(stream)
+    await nc.close()
     return motes_rate, raw_rate
 
 

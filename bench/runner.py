@@ -335,7 +335,7 @@ async def _session(sizes: Sizes, metrics: Sequence[str]) -> AsyncIterator[Sessio
 
 async def _instances(client: Mesh) -> str:
     counts: dict[str, int] = {}
-    for p in await client.ps():
+    for p in await client.ops.ps():
         key = f"{p.app}.{p.mote} {p.state}"
         counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{k} x{n}" for k, n in sorted(counts.items())) or "none"

@@ -54,7 +54,6 @@ def once() -> list[tuple[float, str]]:
     proc = subprocess.Popen(
         [str(CLI), "--home", home, "up", "--nodes", "1", "--detach"], stdout=subprocess.DEVNULL
     )
-    url = ""
     try:
         while True:
             now = time.perf_counter() - t0
@@ -62,12 +61,10 @@ def once() -> list[tuple[float, str]]:
                 if not pid.isdigit():
                     continue
                 cmd = _cmdline(pid)
-                if home in cmd or (url and url in cmd):
+                if home in cmd:  # every child's --config is a file under the home
                     label = _label(cmd)
                     if label is not None:
                         events.setdefault(label, now)
-                        if "motes.node" in cmd and "--url" in cmd:
-                            url = cmd.split("--url", 1)[1].split()[0]
             if "mesh.json written" not in events and (Path(home) / "mesh.json").exists():
                 events["mesh.json written"] = now
             if proc.poll() is not None:

@@ -1,7 +1,11 @@
-"""Child-process hygiene shared by everything that spawns: no orphans.
+"""Child processes, one way: spawn with a clean environment, stop in order, never orphan.
 
-On Linux a child asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``),
-so killing a mesh supervisor, or a node agent, takes its children with it.
+- ``spawn`` starts a child with an allow-listed environment (never the parent's whole
+  one: secrets travel in 0600 config files, not in argv or env) and asks the kernel to
+  SIGTERM it if its parent dies (``PR_SET_PDEATHSIG``, Linux).
+- ``stop`` is terminate, wait, kill.
+- ``process_main`` runs a process's main coroutine on uvloop where it is installed;
+  the first SIGTERM or SIGINT asks it to drain, a second one exits at once.
 """
 
 from __future__ import annotations
@@ -9,17 +13,47 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import os
 import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
-__all__ = ["die_with_parent", "run_main"]
+__all__ = [
+    "ENV_ALLOWED",
+    "child_env",
+    "die_with_parent",
+    "process_main",
+    "python",
+    "run_main",
+    "spawn",
+    "stop",
+]
 
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 
+ENV_ALLOWED = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "LC_ALL",
+        "LC_CTYPE",
+        "LC_MESSAGES",
+        "TZ",
+        "TMPDIR",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "SYSTEMROOT",
+    }
+)
+"""Variables a child inherits from its parent; everything else it is given explicitly."""
 
 _libc: ctypes.CDLL | None = None
 if sys.platform.startswith("linux"):
@@ -34,6 +68,66 @@ def die_with_parent() -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a child gets: the allow-listed names that are set, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWED}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+async def spawn(
+    args: list[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
+    cwd: Path | None = None,
+    new_session: bool = False,
+    detached: bool = False,
+) -> asyncio.subprocess.Process:
+    """Start ``args`` with ``child_env(env)``; it dies with us (PDEATHSIG) unless
+    ``detached`` (a daemon that outlives the command that started it).
+
+    ``new_session``: a terminal's Ctrl-C then reaches only us, and we stop it in order.
+    """
+    return await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=child_env(env),
+        preexec_fn=None if detached else die_with_parent,
+        start_new_session=new_session or detached,
+    )
+
+
+def python(module: str, *args: str) -> list[str]:
+    """``python -m module args...`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+async def stop(proc: asyncio.subprocess.Process, grace: float = 10.0) -> int:
+    """SIGTERM, wait up to ``grace``, then SIGKILL; returns the exit code."""
+    if proc.returncode is not None:
+        return proc.returncode
+    _signal(proc, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(grace):
+            return await proc.wait()
+    except TimeoutError:
+        _signal(proc, signal.SIGKILL)
+        return await proc.wait()
+
+
+def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        pass  # it exited meanwhile: what we wanted
+
+
 def run_main(coro: Coroutine[Any, Any, T]) -> T:
     """Run a process's main coroutine on uvloop where it is installed, else asyncio."""
     try:
@@ -41,3 +135,23 @@ def run_main(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def process_main(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main(draining)``: the first SIGTERM/SIGINT sets ``draining`` (stop taking
+    work, finish what is held, exit); a second one exits at once."""
+
+    async def run() -> T:
+        loop = asyncio.get_running_loop()
+        draining = asyncio.Event()
+
+        def on_signal() -> None:
+            if draining.is_set():
+                os._exit(1)
+            draining.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        return await main(draining)
+
+    return run_main(run())

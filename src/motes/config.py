@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, get_origin, get_type_hints
 
 from .errors import MeshNotRunning, RequestError
 
@@ -150,7 +150,8 @@ class NodeConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreConfig:
     cache: str = ""
-    """Where a client caches stored data it reads; empty: ``<home>/cache``."""
+    """Where a client caches stored data it reads; empty: ``<home>/cache`` (a node's
+    ``<node home>/cache``); ``off``: no cache."""
     cache_bytes: int = 2 << 30
     window: int = 8
     """Chunks in flight per transfer."""
@@ -190,7 +191,7 @@ class Config:
             raise RequestError(
                 f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}"
             )
-        sections = {
+        sections: dict[str, Any] = {
             name: _build(kind, data.get(name) or {}, f"{where} [{name}]")
             for name, kind in _SECTIONS.items()
         }
@@ -260,20 +261,26 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     raise TypeError(f"unsupported setting type {hint} at {where}")  # a bug of ours
 
 
-def _check_timing(timing: Timing) -> Timing:
+def _check_timing(timing: Timing, where: str = "timing") -> Timing:
     for f in dataclasses.fields(timing):
-        value = getattr(timing, f.name)
-        low_ok = value >= 0 if f.type in (int, "int") else value > 0
-        if not low_ok:
-            bound = ">= 0" if f.type in (int, "int") else "> 0"
-            raise RequestError(f"timing {f.name}={value!r} must be {bound}")
+        _check_interval(getattr(timing, f.name), f"{where} {f.name}")
     return timing
 
 
+def _check_interval(value: float, where: str) -> None:
+    """Intervals are > 0; counts (ints) are >= 0."""
+    if value < 0 or (not isinstance(value, int) and value == 0):
+        bound = ">= 0" if isinstance(value, int) else "> 0"
+        raise RequestError(f"{where}={value!r} must be a finite number {bound}")
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """``MOTES_*`` variables as section settings; unknown ones are refused."""
+    """``MOTES_*`` variables as section settings; unknown ones are refused, and a bad
+    value is reported by the variable's name."""
     timing_fields = {f.name for f in dataclasses.fields(Timing)}
-    by_var: dict[str, tuple[str, str]] = {f"MOTES_{n.upper()}": ("timing", n) for n in timing_fields}
+    by_var: dict[str, tuple[str, str]] = {
+        f"MOTES_{n.upper()}": ("timing", n) for n in timing_fields
+    }
     for section, kind in _SECTIONS.items():
         for f in dataclasses.fields(kind):
             by_var.setdefault(f"MOTES_{section.upper()}_{f.name.upper()}", (section, f.name))
@@ -286,11 +293,15 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if target is None:
             unknown.append(var)
             continue
-        out.setdefault(target[0], {})[target[1]] = raw
+        section, name = target
+        value = _coerce(get_type_hints(_SECTIONS[section])[name], raw, var)
+        if section == "timing":
+            _check_interval(value, var)
+        out.setdefault(section, {})[name] = value
     if unknown:
+        known = sorted([*_PLAIN_VARS, "MOTES_<TIMING FIELD>", "MOTES_<SECTION>_<FIELD>"])
         raise RequestError(
-            f"unknown setting {', '.join(sorted(unknown))}; settings are "
-            f"{', '.join(sorted([*_PLAIN_VARS, 'MOTES_<TIMING FIELD>', 'MOTES_<SECTION>_<FIELD>']))}"
+            f"unknown setting {', '.join(sorted(unknown))}; settings are {', '.join(known)}"
         )
     if env.get(_ENV_URL):
         out.setdefault("lattice", {})["servers"] = env[_ENV_URL]

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nats.js.errors
 import pytest
 
 from motes.client import Mesh
@@ -26,7 +25,7 @@ from motes.errors import (
 )
 from motes.node.localmesh import LocalMesh
 from motes.testing import eventually
-from motes.wire import subjects
+from motes.wire import resources, subjects
 from motes.wire.codec import encode
 from motes.wire.messages import DurableCall
 
@@ -42,16 +41,12 @@ def lines(path: Path, prefix: str = "") -> list[str]:
 
 
 async def queue_empty(client: Mesh) -> bool:
-    return await client.queue() == []
+    return await client.calls.queue() == []
 
 
 async def result_keys(client: Mesh, mote: str) -> list[str]:
-    kv = await client.lattice.kv(subjects.KV_RESULTS)
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
-    return [k for k in keys if k.startswith(f"c.jobs.{mote}.")]
+    kv = await client.bus.kv(resources.RESULTS)
+    return [k for k in await kv.items() if k.startswith(f"c.jobs.{mote}.")]
 
 
 async def test_submit_and_result(client: Mesh, tmp_path: Path) -> None:
@@ -61,7 +56,7 @@ async def test_submit_and_result(client: Mesh, tmp_path: Path) -> None:
     assert await handle.result(timeout=15) == 49
     assert await handle.done()
     # The result stays: a handle made later from the id reads it again, without a rerun.
-    again = client.handle("jobs.square", handle.id)
+    again = client.calls.handle("jobs.square", handle.id)
     assert await again.result(timeout=5) == 49
     assert lines(log) == ["square 7"]
 
@@ -106,7 +101,7 @@ async def test_error_result_is_typed_and_final(client: Mesh) -> None:
     # A raised error completes the call: it is stored and acked, not redelivered.
     await eventually(lambda: queue_empty(client), what="the failed call acked")
     with pytest.raises(ValueError):
-        await client.handle("jobs.fail", "doomed").result(timeout=5)
+        await client.calls.handle("jobs.fail", "doomed").result(timeout=5)
 
 
 async def test_requests_checked_before_queueing(client: Mesh) -> None:
@@ -127,16 +122,16 @@ async def test_requests_checked_before_queueing(client: Mesh) -> None:
 
 async def test_min_zero_mote_starts_on_submit(client: Mesh) -> None:
     await client.deploy(JOBS)
-    assert not [i for i in await client.ps() if i.mote == "lazy"]
+    assert not [i for i in await client.ops.ps() if i.mote == "lazy"]
     handle = await client.submit("jobs.lazy", 41)
     assert await handle.result(timeout=20) == 42
-    assert [i for i in await client.ps() if i.mote == "lazy"]
+    assert [i for i in await client.ops.ps() if i.mote == "lazy"]
 
 
 async def test_queue_shows_calls_no_instance_can_take(client: Mesh, mesh: LocalMesh) -> None:
     await client.deploy(JOBS)
     handles = [await client.submit("jobs.stranded", i) for i in range(3)]
-    stats = await client.queue()
+    stats = await client.calls.queue()
     assert [(q.mote, q.depth, q.running) for q in stats] == [("jobs.stranded", 3, 0)]
     assert stats[0].oldest_s >= 0
     out = await asyncio.to_thread(
@@ -154,7 +149,7 @@ async def test_queue_shows_calls_no_instance_can_take(client: Mesh, mesh: LocalM
 
 async def test_malformed_message_is_dropped_not_fatal(client: Mesh, tmp_path: Path) -> None:
     await client.deploy(JOBS)
-    await client.lattice.ensure_calls_stream()
+    await client.bus.ensure_stream(resources.CALLS)
     hostile = [
         b"",
         b"\xc1\xff",
@@ -164,7 +159,7 @@ async def test_malformed_message_is_dropped_not_fatal(client: Mesh, tmp_path: Pa
         encode(DurableCall("ok", ["p", 1], {}, 1000, flow="no.such>flow")),  # not a name
     ]
     for garbage in hostile:
-        await client.lattice.js.publish(subjects.durable("jobs", "square"), garbage)
+        await client.bus.publish_durable(subjects.durable("jobs", "square"), garbage)
 
     await eventually(lambda: queue_empty(client), what="garbage terminated, not redelivered")
     assert await (await client.submit("jobs.square", str(tmp_path / "log"), 5)).result(15) == 25
@@ -189,7 +184,7 @@ async def test_killed_worker_call_is_redelivered_once(client: Mesh, tmp_path: Pa
         return int(found[0].split()[2]) if found else None
 
     pid = await eventually(started, what="the call to start")
-    assert pid in {i.pid for i in await client.ps() if i.mote == "work"}
+    assert pid in {i.pid for i in await client.ops.ps() if i.mote == "work"}
     os.kill(pid, signal.SIGKILL)
     x, served_by = await handle.result(timeout=30)
     assert x == 1 and served_by != pid
@@ -214,8 +209,8 @@ async def test_node_killed_under_load_every_call_completes_once(
         starts = {int(s.split()[2]) for s in lines(log, "start ")}
         if len(ends) < 10:
             return None
-        names = {s.record.id: s.record.name for s in await client.nodes()}
-        for inst in await client.ps():
+        names = {s.record.id: s.record.name for s in await client.ops.nodes()}
+        for inst in await client.ops.ps():
             if inst.mote == "work" and inst.pid in starts and inst.inflight > 0:
                 return names[inst.node]
         return None
@@ -227,7 +222,7 @@ async def test_node_killed_under_load_every_call_completes_once(
     keys = await result_keys(client, "work")
     assert sorted(keys) == sorted(f"c.jobs.work.load-{i}" for i in range(n))
     # Every reader sees the one stored result.
-    again = [await client.handle("jobs.work", f"load-{i}").result(5) for i in range(n)]
+    again = [await client.calls.handle("jobs.work", f"load-{i}").result(5) for i in range(n)]
     assert again == results
     ended = {int(e.split()[1]) for e in lines(log, "end ")}
     assert ended == set(range(n))
@@ -245,7 +240,7 @@ async def test_soak_calls_and_flow_items_survive_repeated_node_kills(
     log, arrived = tmp_path / "log", tmp_path / "arrived"
     n, m = 600, 200
     calls = [await client.submit("jobs.work", str(log), i, 0.1, key=f"soak-{i}") for i in range(n)]
-    ingest = client.flow("pipe.ingest")
+    ingest = client.calls.flow("pipe.ingest")
     items = [
         await ingest.submit({"id": i, "trail": [], "log": str(arrived), "pause": 0.01})
         for i in range(m)

@@ -39,21 +39,21 @@ def item(i: int, log: Path, **extra: Any) -> dict[str, Any]:
 async def test_items_go_through_every_stage(client: Mesh, tmp_path: Path) -> None:
     await client.deploy(PIPE)
     log = tmp_path / "arrived"
-    ingest = client.flow("pipe.ingest")
+    ingest = client.calls.flow("pipe.ingest")
     assert await ingest.stages() == ["fetch", "parse", "store"]
     handles = [await ingest.submit(item(i, log)) for i in range(20)]
     results = [await h.result(timeout=30) for h in handles]
     assert [r["id"] for r in results] == list(range(20))
     assert all(r["trail"] == ["fetch", "parse", "store"] for r in results)
     assert sorted(int(x) for x in log.read_text().split()) == list(range(20))
-    one = await client.flow("pipe.short").submit(item(99, log))
+    one = await client.calls.flow("pipe.short").submit(item(99, log))
     assert (await one.result(timeout=15))["trail"] == ["fetch"]
 
 
 async def test_flow_item_idempotent_and_errors_typed(client: Mesh, tmp_path: Path) -> None:
     await client.deploy(PIPE)
     log = tmp_path / "arrived"
-    ingest = client.flow("pipe.ingest")
+    ingest = client.calls.flow("pipe.ingest")
     a = await ingest.submit(item(1, log), key="item-1")
     b = await ingest.submit(item(1, log), key="item-1")
     assert await a.result(timeout=15) == await b.result(timeout=15)
@@ -69,19 +69,19 @@ async def test_flow_item_idempotent_and_errors_typed(client: Mesh, tmp_path: Pat
 async def test_flow_requests_are_checked(client: Mesh) -> None:
     await client.deploy(PIPE)
     with pytest.raises(UnknownFlow, match=r"pipe\.nope") as info:
-        await client.flow("pipe.nope").submit(1)
+        await client.calls.flow("pipe.nope").submit(1)
     assert "pipe.ingest" in info.value.known
     with pytest.raises(UnknownFlow):
-        await client.set_flow("pipe.nope", ["fetch"])
+        await client.calls.set_flow("pipe.nope", ["fetch"])
     with pytest.raises(BadApp, match="not a mote of pipe"):
-        await client.set_flow("pipe.ingest", ["fetch", "weigh"])
+        await client.calls.set_flow("pipe.ingest", ["fetch", "weigh"])
     with pytest.raises(BadApp, match="actor"):
-        await client.set_flow("pipe.ingest", ["fetch", "Ledger"])
+        await client.calls.set_flow("pipe.ingest", ["fetch", "Ledger"])
     with pytest.raises(BadApp, match="twice"):
-        await client.set_flow("pipe.ingest", ["fetch", "fetch"])
+        await client.calls.set_flow("pipe.ingest", ["fetch", "fetch"])
     with pytest.raises(BadApp, match="at least one"):
-        await client.set_flow("pipe.ingest", [])
-    assert await client.flow("pipe.ingest").stages() == ["fetch", "parse", "store"]
+        await client.calls.set_flow("pipe.ingest", [])
+    assert await client.calls.flow("pipe.ingest").stages() == ["fetch", "parse", "store"]
 
 
 async def test_rewire_mid_stream_loses_no_item(client: Mesh, tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ async def test_rewire_mid_stream_loses_no_item(client: Mesh, tmp_path: Path) -> 
     each item arrives at the end exactly once, and the later ones are enriched."""
     await client.deploy(PIPE)
     log = tmp_path / "arrived"
-    ingest = client.flow("pipe.ingest")
+    ingest = client.calls.flow("pipe.ingest")
     n = 80
     handles = [await ingest.submit(item(i, log, pause=0.03)) for i in range(n)]
 
@@ -97,7 +97,7 @@ async def test_rewire_mid_stream_loses_no_item(client: Mesh, tmp_path: Path) -> 
         return log.exists() and len(log.read_text().split()) >= 5
 
     await eventually(some_arrived, what="the first items at the end")
-    await client.set_flow("pipe.ingest", ["fetch", "parse", "enrich", "store"])
+    await client.calls.set_flow("pipe.ingest", ["fetch", "parse", "enrich", "store"])
     arrived_before = len(log.read_text().split())
     assert arrived_before < n, "the flow finished before the rewiring: slow the stages"
     late = [await ingest.submit(item(n + i, log)) for i in range(10)]
@@ -118,12 +118,12 @@ async def test_rewire_away_from_the_stage_an_item_is_in(
     """An item in a stage that the new wiring drops finishes the path it was on."""
     await client.deploy(PIPE)
     log = tmp_path / "arrived"
-    await client.set_flow("pipe.ingest", ["fetch", "enrich", "store"])
-    ingest = client.flow("pipe.ingest")
+    await client.calls.set_flow("pipe.ingest", ["fetch", "enrich", "store"])
+    ingest = client.calls.flow("pipe.ingest")
     slow = await ingest.submit(item(1, log, pause=1.5))  # sits in fetch, then in enrich
 
     async def in_enrich() -> bool:
-        return any(i.mote == "enrich" and i.inflight > 0 for i in await client.ps())
+        return any(i.mote == "enrich" and i.inflight > 0 for i in await client.ops.ps())
 
     await eventually(in_enrich, what="the item in enrich")
     out = await motes_cli(mesh, "flow", "set", "pipe.ingest", "fetch", "parse", "store")

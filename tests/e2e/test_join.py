@@ -42,18 +42,18 @@ async def test_nodes_join_an_existing_server_and_a_node_joins_later(tmp_path: Pa
             try:
 
                 async def joined() -> list[str] | None:
-                    names = [s.record.name for s in await client.nodes() if s.state == "ready"]
+                    names = [s.record.name for s in await client.ops.nodes() if s.state == "ready"]
                     return names if "laptop" in names else None
 
                 names = await eventually(joined, what="the laptop node joining")
                 assert sorted(names) == ["laptop", "node-1", "node-2"]
-                laptop = next(s for s in await client.nodes() if s.record.name == "laptop")
+                laptop = next(s for s in await client.ops.nodes() if s.record.name == "laptop")
                 assert laptop.record.labels == {"screen": "true"}
             finally:
                 proc.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(proc.wait(), 30) == 0
 
             async def withdrawn() -> bool:
-                return "laptop" not in [s.record.name for s in await client.nodes()]
+                return "laptop" not in [s.record.name for s in await client.ops.nodes()]
 
             await eventually(withdrawn, what="the laptop withdrawing on SIGTERM")

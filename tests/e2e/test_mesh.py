@@ -30,7 +30,9 @@ KIT = APPS / "kit.py"
 
 async def ready(client: Mesh, mote: str, n: int = 1) -> list[motes.wire.messages.InstanceStatus]:
     async def probe() -> list[motes.wire.messages.InstanceStatus] | None:
-        insts = [i for i in await client.ps() if f"{i.app}.{i.mote}" == mote and i.state == "ready"]
+        insts = [
+            i for i in await client.ops.ps() if f"{i.app}.{i.mote}" == mote and i.state == "ready"
+        ]
         return insts if len(insts) >= n else None
 
     return await eventually(probe, what=f"{n} ready instance(s) of {mote}")
@@ -43,11 +45,11 @@ async def test_deploy_call_and_spread(client: Mesh, mesh: LocalMesh) -> None:
     assert await client.call("kit.add", a=2) == 2
     assert await client.call("kit.echo", {"a": [1, 2, b"x"]}) == {"a": [1, 2, b"x"]}
     # min=3 on a 3-node mesh: one instance on each node.
-    echo = [i for i in await client.ps() if i.mote == "echo"]
+    echo = [i for i in await client.ops.ps() if i.mote == "echo"]
     assert len(echo) == 3
     assert len({i.node for i in echo}) == 3
     assert all(i.state == "ready" and i.digest == digest for i in echo)
-    apps = await client.apps()
+    apps = await client.apps.list()
     assert [a.name for a in apps] == ["kit"] and apps[0].digest == digest
 
 
@@ -56,7 +58,7 @@ async def test_map_keeps_input_order(client: Mesh) -> None:
     items = list(range(5000))
     results = [r async for r in client.map("kit.echo", items)]
     assert results == items
-    served = {i.node: i.served for i in await client.ps() if i.mote == "echo"}
+    served = {i.node: i.served for i in await client.ops.ps() if i.mote == "echo"}
     assert sum(served.values()) == len(items)
     assert sum(1 for n in served.values() if n > 0) >= 2  # the batches were spread
 
@@ -92,7 +94,7 @@ async def test_bad_arguments_and_unencodable_values(client: Mesh) -> None:
     with pytest.raises(EncodeError, match="argument 0 of type object"):
         await client.call("kit.echo", object())
     with pytest.raises(PayloadTooLarge):
-        await client.call("kit.echo", b"x" * (client.lattice.max_payload + 1))
+        await client.call("kit.echo", b"x" * (client.bus.max_payload + 1))
 
 
 async def test_unknown_mote_and_app(client: Mesh) -> None:
@@ -109,18 +111,18 @@ async def test_no_instance_is_a_typed_error_not_a_hang(client: Mesh) -> None:
     # Wants a label no node has: never placed, and `why` says which rule vetoed.
     with pytest.raises(NoInstance, match=r"kit.stranded .*labels: label mismatch: role=nowhere"):
         await client.call("kit.stranded", 1, timeout=10)
-    why = await client.why("kit.stranded")
+    why = await client.ops.why("kit.stranded")
     assert why.placed == 0 and len(why.nodes) == 3
     assert all(any(v.rule == "labels" and not v.ok for v in n.verdicts) for n in why.nodes)
-    gpu = await client.why("kit.render")
+    gpu = await client.ops.why("kit.render")
     assert all(any("lacks a gpu" in v.reason for v in n.verdicts) for n in gpu.nodes)
 
 
 async def test_min_zero_starts_on_first_call(client: Mesh) -> None:
     await client.deploy(KIT)
-    assert not [i for i in await client.ps() if i.mote == "lazy"]
+    assert not [i for i in await client.ops.ps() if i.mote == "lazy"]
     assert await client.call("kit.lazy", 21) == 42  # held while an instance starts
-    assert len([i for i in await client.ps() if i.mote == "lazy"]) == 1
+    assert len([i for i in await client.ops.ps() if i.mote == "lazy"]) == 1
 
 
 async def test_deadline(client: Mesh) -> None:
@@ -132,9 +134,8 @@ async def test_deadline(client: Mesh) -> None:
 
 async def test_malformed_bytes_get_an_error_reply(client: Mesh) -> None:
     await client.deploy(KIT)
-    nc = client.lattice.nc
     for garbage in (b"", b"\xc1\xff\x00", b"\x93\xa2c9\x90\x80", b"not msgpack at all"):
-        reply = await nc.request("motes.call.kit.add", garbage, timeout=5)
+        reply = await client.bus.request("motes.call.kit.add", garbage, timeout=5)
         with pytest.raises(BadMessage):
             raise_for(decode_reply(reply.data))  # type: ignore[arg-type]
     assert await client.call("kit.add", 40, 2) == 42  # nothing crashed
@@ -151,7 +152,7 @@ async def test_actor_state_across_calls_and_worker_restart(client: Mesh) -> None
     os.kill(pid, signal.SIGKILL)  # the actor's worker dies; the agent restarts it
 
     async def restarted() -> int | None:
-        insts = [i for i in await client.ps() if i.mote == "Counter" and i.state == "ready"]
+        insts = [i for i in await client.ops.ps() if i.mote == "Counter" and i.state == "ready"]
         return insts[0].pid if insts and insts[0].pid != pid and insts[0].restarts >= 1 else None
 
     new_pid = await eventually(restarted, what="a restarted Counter worker")
@@ -171,7 +172,7 @@ async def test_logs_carry_worker_output(client: Mesh) -> None:
         await client.call("kit.boom", "in-the-logs")
 
     async def seen() -> bool:
-        text = [line.text async for b in client.logs("kit") for line in b.lines]
+        text = [line.text async for b in client.ops.logs("kit") for line in b.lines]
         return any("shouting hello-logs" in t for t in text) and any(
             "in-the-logs" in t for t in text
         )
@@ -181,17 +182,17 @@ async def test_logs_carry_worker_output(client: Mesh) -> None:
 
 async def test_leader_failover_then_deploy_places(client: Mesh, mesh: LocalMesh) -> None:
     await client.deploy(KIT)
-    leader = next(s for s in await client.nodes() if s.leader)
+    leader = next(s for s in await client.ops.nodes() if s.leader)
     await mesh.kill_node(leader.record.name)
 
     async def new_leader() -> str | None:
-        live = [s for s in await client.nodes() if s.state == "ready"]
+        live = [s for s in await client.ops.nodes() if s.state == "ready"]
         return next((s.record.id for s in live if s.leader), None)
 
     successor = await eventually(new_leader, what="a new scheduler leader")
     assert successor != leader.record.id
     digest = await client.deploy(APPS / "second.py")
-    hello = [i for i in await client.ps() if i.app == "second" and i.state == "ready"]
+    hello = [i for i in await client.ops.ps() if i.app == "second" and i.state == "ready"]
     assert len(hello) == 2 and all(i.digest == digest for i in hello)
     assert leader.record.id not in {i.node for i in hello}
     assert await client.call("second.hello", "mesh") == "hello mesh"

@@ -24,13 +24,13 @@ async def placed(client: Mesh, mote: str, names: dict[str, str]) -> list[str]:
     app, _, name = mote.partition(".")
     return sorted(
         names[i.node]
-        for i in await client.ps()
+        for i in await client.ops.ps()
         if (i.app, i.mote) == (app, name) and i.state == "ready"
     )
 
 
 async def node_names(client: Mesh) -> dict[str, str]:
-    return {s.record.id: s.record.name for s in await client.nodes()}
+    return {s.record.id: s.record.name for s in await client.ops.nodes()}
 
 
 async def test_owner_context_and_capabilities(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ async def test_owner_context_and_capabilities(tmp_path: Path) -> None:
     async with local_mesh(tmp_path, nodes=3, labels=labels) as mesh:
         async with motes.connect(mesh.url, timing=FAST) as client:
             names = await node_names(client)
-            await client.here("node-1")
+            await client.ops.here("node-1")
             await client.deploy(APPS / "owner.py")
 
             async def settled(want: dict[str, list[str]]) -> bool:
@@ -49,14 +49,14 @@ async def test_owner_context_and_capabilities(tmp_path: Path) -> None:
             # Interactive: where the user is. The gpu mote: only the gpu node.
             first = {"owner.crunch": ["node-3"], "owner.ui": ["node-1"], "owner.render": ["node-3"]}
             await eventually(lambda: settled(first), what=f"placement {first}")
-            why = await client.why("owner.crunch")
+            why = await client.ops.why("owner.crunch")
             reasons = {n.name: [v.reason for v in n.verdicts if not v.ok] for n in why.nodes}
             assert reasons["node-1"] == ["batch: a person is using this machine"]
             assert reasons["node-2"] == ["batch: on battery"]
             assert reasons["node-3"] == []
 
             # The user moves to node-3: the interactive mote follows, the batch one leaves.
-            await client.here("node-3")
+            await client.ops.here("node-3")
             second = {
                 "owner.crunch": ["node-1"],
                 "owner.ui": ["node-3"],
@@ -67,19 +67,19 @@ async def test_owner_context_and_capabilities(tmp_path: Path) -> None:
             assert await client.call("owner.ui", 1) == "1"
 
             # Draining node-1 moves the batch mote... nowhere it may go: it stays pending.
-            await client.drain("node-1")
+            await client.ops.drain("node-1")
             await eventually(lambda: settled({"owner.crunch": []}), what="crunch off node-1")
-            why = await client.why("owner.crunch")
+            why = await client.ops.why("owner.crunch")
             assert why.placed == 0 and "pending" in why.note
             assert "liveness: node is draining (`motes drain`)" in why.vetoes()
-            await client.drain("node-1", drained=False)
+            await client.ops.drain("node-1", drained=False)
             await eventually(lambda: settled({"owner.crunch": ["node-1"]}), what="crunch back")
 
 
 async def test_a_gpu_mote_with_no_gpu_stays_pending_and_why_says_so(client: Mesh) -> None:
     digest = await client.deploy(APPS / "owner.py")  # returns: render is pending, not awaited
-    assert not [i for i in await client.ps() if i.mote == "render" and i.digest == digest]
-    why = await client.why("owner.render")
+    assert not [i for i in await client.ops.ps() if i.mote == "render" and i.digest == digest]
+    why = await client.ops.why("owner.render")
     assert why.desired == 1 and why.placed == 0
     assert "instance(s) pending" in why.note
     assert all(any(v.reason == "lacks a gpu" for v in n.verdicts) for n in why.nodes)
@@ -88,7 +88,7 @@ async def test_a_gpu_mote_with_no_gpu_stays_pending_and_why_says_so(client: Mesh
 
 async def test_scale_from_zero_to_many_and_back_to_zero(client: Mesh) -> None:
     await client.deploy(APPS / "elastic.py")
-    assert [i for i in await client.ps() if i.mote == "work"] == []
+    assert [i for i in await client.ops.ps() if i.mote == "work"] == []
     seen: list[int] = []
     results: Counter[str] = Counter()
 
@@ -110,7 +110,7 @@ async def test_scale_from_zero_to_many_and_back_to_zero(client: Mesh) -> None:
             await progressed.wait()
             progressed.clear()
             seen.append(
-                len([i for i in await client.ps() if i.mote == "work" and i.state == "ready"])
+                len([i for i in await client.ops.ps() if i.mote == "work" and i.state == "ready"])
             )
 
     watcher = asyncio.create_task(watch())
@@ -123,7 +123,7 @@ async def test_scale_from_zero_to_many_and_back_to_zero(client: Mesh) -> None:
     assert max(seen) <= 3  # max=3
 
     async def scaled_to_zero() -> bool:
-        return not [i for i in await client.ps() if i.mote == "work"]
+        return not [i for i in await client.ops.ps() if i.mote == "work"]
 
     await eventually(scaled_to_zero, timeout=20, what="scale back to zero after idle")
     assert await client.call("elastic.work", 5) == 5  # and up again on demand
@@ -187,10 +187,10 @@ async def test_live_upgrade_and_rollback_under_steady_load(tmp_path: Path, clien
         await eventually(lambda: served_by(2, 50), what="v2 serving")
 
         async def v1_retired() -> bool:
-            return not [i for i in await client.ps() if i.digest == v1]
+            return not [i for i in await client.ops.ps() if i.digest == v1]
 
         await eventually(v1_retired, what="v1 instances drained and stopped")
-        rolled = await client.rollback("live")
+        rolled = await client.apps.rollback("live")
         assert rolled == v1
         mark = versions[1]
         await eventually(lambda: served_by(1, mark + 50), what="v1 serving again")
@@ -221,7 +221,9 @@ async def test_a_lost_node_is_replaced_and_a_frozen_one_does_not_double_serve(
     runners = [asyncio.create_task(load()) for _ in range(3)]
     try:
         victim, frozen = "node-3", "node-2"
-        before = {i.iid for i in await client.ps() if i.node in (by_name[victim], by_name[frozen])}
+        before = {
+            i.iid for i in await client.ops.ps() if i.node in (by_name[victim], by_name[frozen])
+        }
         await mesh.kill_node(victim)  # SIGKILL: the node and its workers die at once
         echo_elsewhere = lambda: _echo_count_without(client, by_name[victim], 3)  # noqa: E731
         await eventually(echo_elsewhere, what="echo back to 3 instances on live nodes")
@@ -232,7 +234,7 @@ async def test_a_lost_node_is_replaced_and_a_frozen_one_does_not_double_serve(
 
         async def frozen_declared_lost() -> bool:
             try:
-                why = await client.why("kit.echo")
+                why = await client.ops.why("kit.echo")
             except MotesError:  # the frozen node may have been the leader: wait for the next
                 return False
             row = next(n for n in why.nodes if n.name == frozen)
@@ -244,7 +246,7 @@ async def test_a_lost_node_is_replaced_and_a_frozen_one_does_not_double_serve(
         mesh.signal_node_group(frozen, signal.SIGCONT)
 
         async def frozen_stopped() -> bool:
-            insts = [i for i in await client.ps() if i.mote == "echo"]
+            insts = [i for i in await client.ops.ps() if i.mote == "echo"]
             return bool(insts) and all(i.node != by_name[frozen] for i in insts)
 
         await eventually(frozen_stopped, what="the woken node dropping its stale instances")
@@ -257,12 +259,12 @@ async def test_a_lost_node_is_replaced_and_a_frozen_one_does_not_double_serve(
     await mesh.restart_node(victim)
     await mesh.wait_ready()
     assert by_name[victim] in await node_names(client)
-    echo = [i for i in await client.ps() if i.mote == "echo"]
+    echo = [i for i in await client.ops.ps() if i.mote == "echo"]
     assert not [i for i in echo if i.iid in before], "an instance from before the kill runs again"
-    assert len(echo) == (await client.why("kit.echo")).placed  # exactly what is assigned
+    assert len(echo) == (await client.ops.why("kit.echo")).placed  # exactly what is assigned
     assert await client.call("kit.echo", "back") == "back"
 
 
 async def _echo_count_without(client: Mesh, node: str, n: int) -> bool:
-    ready = [i for i in await client.ps() if i.mote == "echo" and i.state == "ready"]
+    ready = [i for i in await client.ops.ps() if i.mote == "echo" and i.state == "ready"]
     return len(ready) >= n and all(i.node != node for i in ready)

@@ -25,10 +25,9 @@ async def test_garbage_and_forged_shares_are_refused_and_the_store_keeps_serving
     net = client.store.net
     await net.locate([])
     node = net.nodes.ids()[0]
-    nc = client.lattice.nc
 
     async def ask(op: str, payload: bytes) -> MotesError:
-        reply = await nc.request(subjects.store(node, op), payload, timeout=5)
+        reply = await client.bus.request(subjects.store(node, op), payload, timeout=5)
         with pytest.raises(MotesError) as info:
             raise_for(decode(reply.data, Err))
         return info.value

@@ -48,7 +48,7 @@ async def test_a_mote_reads_by_capability_where_its_data_is(tmp_path: Path) -> N
         async with motes.connect(mesh.url, timing=FAST) as client:
             data = os.urandom(6 * 2**20)
             cap = await client.store.put(data, policy=Policy.parse("label.zone=data"))
-            node3 = next(n for n in await client.nodes() if n.record.name == "node-3").record.id
+            node3 = next(n for n in await client.ops.nodes() if n.record.name == "node-3").record.id
             assert [e.cap for e in await client.store.ls(cap)] == [cap]  # a file lists as itself
 
             async def reported() -> bool:
@@ -57,9 +57,9 @@ async def test_a_mote_reads_by_capability_where_its_data_is(tmp_path: Path) -> N
 
             await eventually(reported, what="node-3's holdings report")
             await client.deploy(reader_app(tmp_path / "reader.py", cap))
-            placed = [i.node for i in await client.ps() if i.mote == "digest"]
+            placed = [i.node for i in await client.ops.ps() if i.mote == "digest"]
             assert placed == [node3]  # not the first node by id, as without the data
-            why = await client.why("reader.digest")
+            why = await client.ops.why("reader.digest")
             row = next(r for r in why.nodes if r.node == node3)
             assert any(v.rule == "locality" and "holds 6.0 MiB" in v.reason for v in row.verdicts)
 

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from motes.config import LatticeConfig
 from motes.errors import StartupError
 from motes.lattice import NatsServer, ServerConfig
 from motes.testing import nats_server
-from motes.wire.bus import Lattice
+from motes.wire import resources
+from motes.wire._nats import NatsBus
+
+
+async def connect(url: str) -> NatsBus:
+    return await NatsBus.connect(LatticeConfig(servers=(url,)))
 
 
 async def test_two_servers_on_free_ports_with_jetstream(tmp_path: Path) -> None:
@@ -18,31 +24,31 @@ async def test_two_servers_on_free_ports_with_jetstream(tmp_path: Path) -> None:
         assert a.url.startswith("nats://127.0.0.1:")
         conf = (tmp_path / "a" / "nats.conf").read_text()
         assert "sync_interval: always" in conf and '"127.0.0.1:-1"' in conf
-        lattice = await Lattice.connect(a.url)
+        bus = await connect(a.url)
         try:
-            account = await lattice.js.account_info()
-            assert account is not None  # JetStream answers
-            kv = await lattice.kv("motes_apps")
+            kv = await bus.kv(resources.APPS)  # JetStream answers
             await kv.put("k", b"v")
-            assert (await kv.get("k")).value == b"v"
+            entry = await kv.get("k")
+            assert entry is not None and entry.value == b"v"
         finally:
-            await lattice.close()
+            await bus.close()
         assert any((tmp_path / "a" / "js").rglob("*.blk"))  # the store is under our directory
-    assert a.proc.poll() is not None and b.proc.poll() is not None
+    assert a.proc.returncode is not None and b.proc.returncode is not None
 
 
 async def test_data_survives_a_restart(tmp_path: Path) -> None:
     config = ServerConfig(store_dir=tmp_path / "js")
     server = await NatsServer.start(config, workdir=tmp_path)
-    lattice = await Lattice.connect(server.url)
-    await (await lattice.kv("motes_apps")).put("k", b"kept")
-    await lattice.close()
+    bus = await connect(server.url)
+    await (await bus.kv(resources.APPS)).put("k", b"kept")
+    await bus.close()
     await server.stop()
     server = await NatsServer.start(config, workdir=tmp_path)
     try:
-        lattice = await Lattice.connect(server.url)
-        assert (await (await lattice.kv("motes_apps")).get("k")).value == b"kept"
-        await lattice.close()
+        bus = await connect(server.url)
+        entry = await (await bus.kv(resources.APPS)).get("k")
+        assert entry is not None and entry.value == b"kept"
+        await bus.close()
     finally:
         await server.stop()
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from motes.config import MESH_FILE, Timing, default_home, read_mesh_file, resolve_home
+from motes.config import (
+    CONFIG_FILE,
+    MESH_FILE,
+    Config,
+    LatticeConfig,
+    Timing,
+    default_home,
+    load_config,
+    read_mesh_file,
+    resolve_home,
+    write_config,
+)
 from motes.errors import MeshNotRunning, RequestError
 from motes.ids import MoteRef, check_name
 
@@ -47,50 +59,107 @@ def test_check_name_refuses_non_names(name: Any) -> None:
         check_name("app", name)
 
 
-# --- timing ----------------------------------------------------------------------------
+# --- settings --------------------------------------------------------------------------
 
 
-def test_timing_defaults_without_env() -> None:
-    assert Timing.from_env({}) == Timing()
-    assert Timing.from_env({"HOME": "/x", "MOTES_HOME": "/y"}) == Timing()
+def _load(env: dict[str, str], tmp_path: Path) -> Config:
+    return load_config(tmp_path, env=env)
 
 
-def test_timing_reads_motes_env_overrides() -> None:
-    timing = Timing.from_env(
-        {"MOTES_FAILURE_TIMEOUT_S": "3", "MOTES_HEARTBEAT_S": "0.1", "MOTES_WARM_WORKERS": "4"}
+def test_defaults_without_env(tmp_path: Path) -> None:
+    config = _load({}, tmp_path)
+    assert config.timing == Timing() and config.lattice == LatticeConfig()
+    assert _load({"HOME": "/x", "MOTES_HOME": "/y"}, tmp_path).timing == Timing()
+
+
+def test_motes_variables_override_the_defaults(tmp_path: Path) -> None:
+    config = _load(
+        {
+            "MOTES_FAILURE_TIMEOUT_S": "3",
+            "MOTES_HEARTBEAT_S": "0.1",
+            "MOTES_WARM_WORKERS": "4",
+            "MOTES_URL": "nats://a:1,nats://b:2",
+            "MOTES_LATTICE_REPLICAS": "3",
+            "MOTES_NODE_LABELS": "role=worker,zone=home",
+        },
+        tmp_path,
     )
 
-    assert timing == Timing(failure_timeout_s=3.0, heartbeat_s=0.1, warm_workers=4)
-    assert isinstance(timing.warm_workers, int)
+    assert config.timing == Timing(failure_timeout_s=3.0, heartbeat_s=0.1, warm_workers=4)
+    assert isinstance(config.timing.warm_workers, int)
+    assert config.lattice.servers == ("nats://a:1", "nats://b:2")
+    assert config.lattice.replicas == 3
+    assert config.node.labels == {"role": "worker", "zone": "home"}
 
 
-def test_timing_reads_the_process_env_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_process_env_is_read_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MOTES_CALL_TIMEOUT_S", "7.5")
 
-    assert Timing.from_env().call_timeout_s == 7.5
+    assert load_config(tmp_path).timing.call_timeout_s == 7.5
 
 
 @pytest.mark.parametrize(
     ("var", "raw"),
     [("MOTES_HEARTBEAT_S", "fast"), ("MOTES_WARM_WORKERS", "2.5"), ("MOTES_LEASE_TTL_S", "")],
 )
-def test_a_bad_timing_value_names_the_variable(var: str, raw: str) -> None:
-    with pytest.raises(RequestError, match=f"^{var}='{raw}' is not a number$"):
-        Timing.from_env({var: raw})
+def test_a_bad_value_names_the_variable(var: str, raw: str, tmp_path: Path) -> None:
+    with pytest.raises(RequestError, match=f"^{var}='{raw}' is not a (whole )?number$"):
+        _load({var: raw}, tmp_path)
 
 
-def test_a_misspelt_timing_variable_is_an_error() -> None:
+def test_a_misspelt_variable_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RequestError, match="MOTES_FAILURE_TIMOUT_S"):
-        Timing.from_env({"MOTES_FAILURE_TIMOUT_S": "3"})
+        _load({"MOTES_FAILURE_TIMOUT_S": "3"}, tmp_path)
 
 
 @pytest.mark.parametrize(
     ("var", "raw"),
     [("MOTES_FAILURE_TIMEOUT_S", "-1"), ("MOTES_HEARTBEAT_S", "nan"), ("MOTES_WARM_WORKERS", "-3")],
 )
-def test_a_timing_value_out_of_range_is_an_error(var: str, raw: str) -> None:
+def test_a_value_out_of_range_is_an_error(var: str, raw: str, tmp_path: Path) -> None:
     with pytest.raises(RequestError, match=var):
-        Timing.from_env({var: raw})
+        _load({var: raw}, tmp_path)
+
+
+def test_the_homes_file_then_env_then_flags(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text(
+        "[timing]\nheartbeat_s = 0.5\ncall_timeout_s = 9\n[lattice]\nreplicas = 3\n"
+    )
+    config = load_config(
+        tmp_path,
+        env={"MOTES_HEARTBEAT_S": "0.2"},
+        flags={"lattice": {"servers": "nats://x:1"}},
+    )
+
+    assert config.timing.heartbeat_s == 0.2  # env over the file
+    assert config.timing.call_timeout_s == 9.0  # the file over the default
+    assert config.lattice.replicas == 3
+    assert config.lattice.servers == ("nats://x:1",)  # flags over everything
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[timing]\nheartbeat = 1\n", "unknown setting.*heartbeat"),
+        ("[clock]\nx = 1\n", "unknown section.*clock"),
+        ("[lattice]\nreplicas = 'three'\n", "replicas='three' is not a number"),
+        ("[timing\n", "is not valid"),
+    ],
+)
+def test_a_bad_file_is_refused_with_its_reason(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / CONFIG_FILE).write_text(text)
+    with pytest.raises(RequestError, match=message):
+        load_config(tmp_path, env={})
+
+
+def test_a_child_reads_back_the_settings_its_parent_wrote(tmp_path: Path) -> None:
+    config = _load({"MOTES_HEARTBEAT_S": "0.1", "MOTES_URL": "nats://a:1"}, tmp_path)
+    path = write_config(config, tmp_path / "run" / "child.json")
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_config(env={"MOTES_CONFIG": str(path)}) == config
 
 
 # --- home ------------------------------------------------------------------------------

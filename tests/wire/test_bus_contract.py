@@ -16,6 +16,7 @@ import pytest
 from motes.config import LatticeConfig
 from motes.errors import Conflict, NoReply, NoResponders, PayloadTooLarge, TransportError
 from motes.lattice import NatsServer, ServerConfig
+from motes.testing import eventually
 from motes.wire.bus import Bus, ConnState, Message, Op
 from motes.wire.memory import MemoryLattice, subject_matches
 from motes.wire.resources import BucketSpec, StreamSpec
@@ -250,6 +251,9 @@ async def test_kv_get_put_create_update_delete(connect: Connect) -> None:
     assert entry is not None and entry.value == b"two" and entry.revision == r2
     await kv.delete("k")
     assert await kv.get("k") is None
+    marker = await kv.get("k", deleted=True)
+    assert marker is not None and marker.op is Op.DEL and marker.value is None
+    assert await kv.get("never", deleted=True) is None
     r3 = await kv.create("k", b"back")  # create works again after a delete
     assert r3 > r2
     history = await kv.history("k")
@@ -275,6 +279,11 @@ async def test_kv_items_and_watch(connect: Connect) -> None:
         nxt = await watch.next(5)
         assert nxt is not None and (nxt.key, nxt.value) == ("a.3", b"new")
         assert await watch.next(0.2) is None  # b.2 is not ours
+    async with await kv.watch(updates_only=True) as watch:
+        assert await watch.next(0.2) is None  # what is there already is not news
+        await kv.put("b.3", b"news")
+        nxt = await watch.next(5)
+        assert nxt is not None and (nxt.key, nxt.value) == ("b.3", b"news")
 
 
 async def test_kv_entries_expire_after_the_bucket_ttl(connect: Connect) -> None:
@@ -285,9 +294,7 @@ async def test_kv_entries_expire_after_the_bucket_ttl(connect: Connect) -> None:
     async def gone() -> bool:
         return await kv.get("k") is None
 
-    async with asyncio.timeout(10):
-        while not await gone():
-            await asyncio.sleep(0.1)
+    await eventually(gone, timeout=10, what="the entry expiring")
     assert await kv.create("k", b"again") > 0  # an expired key can be taken again
 
 

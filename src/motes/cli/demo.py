@@ -10,7 +10,6 @@ if the answers differ.
 
 from __future__ import annotations
 
-import argparse
 import sysconfig
 import tempfile
 import time
@@ -21,7 +20,7 @@ from ..app import load_app_file
 from ..client import connect
 from ..errors import BadApp
 from ..node.localmesh import LocalMesh
-from .table import print_table
+from .render import Table, table_text
 
 __all__ = ["demo", "example_app", "stdlib_sources"]
 
@@ -49,18 +48,18 @@ def stdlib_sources() -> list[tuple[str, str]]:
     ]
 
 
-async def demo(ns: argparse.Namespace) -> int:
+async def demo(nodes: int = 3) -> int:
     app_file = example_app()
     sources = stdlib_sources()
     total_mb = sum(len(t) for _, t in sources) / 1e6
     print(
-        f"motes demo: {ns.nodes}-node local mesh, wordcount over "
+        f"motes demo: {nodes}-node local mesh, wordcount over "
         f"{len(sources)} stdlib files ({total_mb:.1f} MB)"
     )
     with tempfile.TemporaryDirectory(prefix="motes-demo-") as tmp:
         home = Path(tmp)
         t0 = time.monotonic()
-        async with LocalMesh(home, nodes=ns.nodes, write_mesh_file=False) as mesh:
+        async with LocalMesh(home, nodes=nodes, write_mesh_file=False) as mesh:
             t_up = time.monotonic()
             print(f"  mesh up in {t_up - t0:.2f} s (lattice {mesh.url})")
             async with connect(mesh.url) as client:
@@ -73,16 +72,16 @@ async def demo(ns: argparse.Namespace) -> int:
                 top = [(w, n) for w, n in await client.call("wordcount.top", dict(merged), 20)]
                 t_done = time.monotonic()
                 served = Counter[str]()
-                names = {s.record.id: s.record.name for s in await client.nodes()}
-                for inst in await client.ps():
+                names = {s.record.id: s.record.name for s in await client.ops.nodes()}
+                for inst in await client.ops.ps():
                     if inst.app == "wordcount" and inst.mote == "count":
                         served[names.get(inst.node, inst.node)] += inst.served
         print()
-        print_table(
-            ["#", "IDENTIFIER", "COUNT"], [[str(i), w, str(n)] for i, (w, n) in enumerate(top, 1)]
-        )
+        rows = [[str(i), w, str(n)] for i, (w, n) in enumerate(top, 1)]
+        print(table_text(Table(["#", "IDENTIFIER", "COUNT"], rows)))
         print()
-        print_table(["NODE", "CALLS SERVED"], [[n, str(c)] for n, c in sorted(served.items())])
+        rows = [[n, str(c)] for n, c in sorted(served.items())]
+        print(table_text(Table(["NODE", "CALLS SERVED"], rows)))
         print(
             f"\n  map + reduce wall time: {t_done - t_dep:.2f} s; "
             f"whole demo {time.monotonic() - t0:.2f} s"

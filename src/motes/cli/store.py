@@ -13,15 +13,18 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from ..client import connect
+from ..client import Mesh, connect
+from ..config import Config
 from ..errors import BadCapability, RequestError, Unsupported
 from ..store import Policy
 from ..store.caps import DatasetWriteCap, parse_cap
-from .table import print_table
+from .registry import Kind, arg, command
+from .render import Table, View, text
 
-__all__ = ["cat", "check", "dataset", "du", "get", "ls", "mount", "put"]
+__all__ = ["cat", "check", "dataset_add", "dataset_create", "du", "get", "ls", "mount", "put"]
+
+_POLICY_HELP = "k=3,n=10,happy=7,chunk=1048576,label.KEY=VALUE (default: fitted to the mesh)"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -74,44 +77,50 @@ def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _connect(ns: argparse.Namespace) -> Any:
-    return connect(ns.url, home=ns.home)
-
-
-async def put(ns: argparse.Namespace) -> int:
+@command(
+    "put",
+    "store a file or directory; print its read capability",
+    arg("path"),
+    arg("--policy", help=_POLICY_HELP),
+)
+async def put(mesh: Mesh, ns: argparse.Namespace) -> View:
     path = Path(ns.path)
     if not path.exists():
         raise RequestError(f"{path}: no such file or directory")
     policy = Policy.parse(ns.policy) if ns.policy else None
     bar = Progress(_tree_bytes(path), f"put {path.name}")
-    async with _connect(ns) as mesh:
-        try:
-            cap = await mesh.store.put(path, policy=policy, progress=bar)
-        finally:
-            bar.close()
-    print(cap)
-    return 0
+    try:
+        cap = await mesh.store.put(path, policy=policy, progress=bar)
+    finally:
+        bar.close()
+    return View(data={"cap": cap}, before=[cap])
 
 
-async def get(ns: argparse.Namespace) -> int:
-    async with _connect(ns) as mesh:
-        if ns.output is None:
-            return await _cat(mesh, ns.cap)
-        size = await mesh.store.size(ns.cap)
-        bar = Progress(size, f"get -> {ns.output}")
-        try:
-            await mesh.store.get(ns.cap, ns.output, progress=bar)
-        finally:
-            bar.close()
-    return 0
-
-
-async def cat(ns: argparse.Namespace) -> int:
-    async with _connect(ns) as mesh:
+@command(
+    "get",
+    "fetch stored data by capability (to stdout, or -o PATH)",
+    arg("cap"),
+    arg("-o", "--output", help="write here (a directory cap makes a directory)"),
+    kind=Kind.STREAM,
+)
+async def get(mesh: Mesh, ns: argparse.Namespace) -> int:
+    if ns.output is None:
         return await _cat(mesh, ns.cap)
+    size = await mesh.store.size(ns.cap)
+    bar = Progress(size, f"get -> {ns.output}")
+    try:
+        await mesh.store.get(ns.cap, ns.output, progress=bar)
+    finally:
+        bar.close()
+    return 0
 
 
-async def _cat(mesh: Any, cap: str) -> int:
+@command("cat", "write a stored file to stdout", arg("cap"), kind=Kind.STREAM)
+async def cat(mesh: Mesh, ns: argparse.Namespace) -> int:
+    return await _cat(mesh, ns.cap)
+
+
+async def _cat(mesh: Mesh, cap: str) -> int:
     out = sys.stdout.buffer
     async for chunk in await mesh.store.open(cap):
         out.write(chunk)
@@ -119,42 +128,61 @@ async def _cat(mesh: Any, cap: str) -> int:
     return 0
 
 
-async def ls(ns: argparse.Namespace) -> int:
-    async with _connect(ns) as mesh:
-        entries = await mesh.store.ls(ns.cap)
+@command(
+    "ls",
+    "list a stored directory (or dataset)",
+    arg("cap"),
+    arg("--caps", action="store_true", help="show each entry's read capability"),
+    json=True,
+)
+async def ls(mesh: Mesh, ns: argparse.Namespace) -> View:
+    entries = await mesh.store.ls(ns.cap)
     rows = [
         [e.kind, _size(e.size), e.name or "(a file)", e.cap if ns.caps else ""] for e in entries
     ]
-    print_table(["KIND", "SIZE", "NAME", "CAP" if ns.caps else ""], rows)
-    return 0
+    data = [{"name": e.name, "kind": e.kind, "size": e.size, "cap": e.cap} for e in entries]
+    return View(data=data, table=Table(["KIND", "SIZE", "NAME", "CAP" if ns.caps else ""], rows))
 
 
-async def check(ns: argparse.Namespace) -> int:
-    async with _connect(ns) as mesh:
-        report = await mesh.store.check(ns.cap, repair=ns.repair)
+@command(
+    "check",
+    "count a stored file's shares in the mesh",
+    arg("cap"),
+    arg("--repair", action="store_true", help="regenerate missing shares"),
+    json=True,
+)
+async def check(mesh: Mesh, ns: argparse.Namespace) -> View:
+    report = await mesh.store.check(ns.cap, repair=ns.repair)
     state = "healthy" if report.healthy == report.blobs else "NOT healthy"
-    print(f"{state}: {report.healthy}/{report.blobs} blobs with every share on its own node")
-    print(f"  recoverable blobs: {report.recoverable}/{report.blobs}")
-    print(f"  missing shares: {report.missing_shares}")
+    lines = [
+        f"{state}: {report.healthy}/{report.blobs} blobs with every share on its own node",
+        f"  recoverable blobs: {report.recoverable}/{report.blobs}",
+        f"  missing shares: {report.missing_shares}",
+    ]
     if ns.repair:
-        print(f"  regenerated shares: {report.repaired_shares}")
+        lines.append(f"  regenerated shares: {report.repaired_shares}")
     if report.detail:
-        print(f"  notes: {report.detail}")
+        lines.append(f"  notes: {report.detail}")
     ok = report.recoverable == report.blobs and (not ns.repair or report.healthy == report.blobs)
-    return 0 if ok else 1
+    return View(data=report, before=lines, code=0 if ok else 1)
 
 
-async def du(ns: argparse.Namespace) -> int:
-    async with _connect(ns) as mesh:
-        usage = await mesh.store.du()
+@command("du", "what each node stores and caches", json=True)
+async def du(mesh: Mesh, ns: argparse.Namespace) -> View:
+    usage = await mesh.store.du()
     rows = [
         [h.node, _size(h.share_bytes), _size(h.cache_bytes), _size(h.free_bytes), str(len(h.files))]
         for h in usage.nodes
     ]
-    print_table(["NODE", "SHARES", "CACHE", "FREE", "FILES"], rows)
     total = sum(h.share_bytes for h in usage.nodes)
-    print(f"{usage.files} file(s), {_size(usage.logical_bytes)} stored as {_size(total)} of shares")
-    return 0
+    return View(
+        data=usage,
+        table=Table(["NODE", "SHARES", "CACHE", "FREE", "FILES"], rows),
+        after=[
+            f"{usage.files} file(s), {_size(usage.logical_bytes)} stored as "
+            f"{_size(total)} of shares"
+        ],
+    )
 
 
 def _cap_file(home: Path, name: str) -> Path:
@@ -163,40 +191,60 @@ def _cap_file(home: Path, name: str) -> Path:
     return home / "datasets" / f"{name}.cap"
 
 
-async def dataset(ns: argparse.Namespace) -> int:
-    home = Path(ns.home)
-    if ns.dataset_command == "list":
-        folder = home / "datasets"
-        names = sorted(p.stem for p in folder.glob("*.cap")) if folder.exists() else []
-        rows = [[n, str(_load_wcap(home, n).read_cap())] for n in names]
-        print_table(["NAME", "READ CAP"], rows)
-        return 0
-    path = _cap_file(home, ns.name)
-    async with _connect(ns) as mesh:
-        if ns.dataset_command == "create":
-            if path.exists():
-                raise RequestError(f"dataset {ns.name!r} exists here already ({path})")
-            policy = Policy.parse(ns.policy) if ns.policy else None
-            wcap = await mesh.store.dataset_create(ns.name, policy)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{wcap}\n")
-            print(f"write: {wcap}  (kept in {path})")
-            print(f"read:  {wcap.read_cap()}")
-            print(f"verify: {wcap.verify_cap()}")
-            return 0
-        wcap = _load_wcap(home, ns.name)
-        src = Path(ns.path)
-        if not src.exists():
-            raise RequestError(f"{src}: no such file or directory")
-        bar = Progress(_tree_bytes(src), f"add {src.name}")
-        try:
-            await mesh.store.dataset_add(wcap, src, name=ns.as_name, progress=bar)
-        finally:
-            bar.close()
-        print(wcap.read_cap())
+@command("dataset list", "datasets whose write capability is kept here", kind=Kind.LOCAL)
+async def dataset_list(config: Config, ns: argparse.Namespace) -> int:
+    home = config.home_path
+    folder = home / "datasets"
+    names = sorted(p.stem for p in folder.glob("*.cap")) if folder.exists() else []
+    rows = [[n, str(_load_wcap(home, n).read_cap())] for n in names]
+    print(text(View(table=Table(["NAME", "READ CAP"], rows))))
     return 0
+
+
+@command(
+    "dataset create",
+    "a new empty dataset; keeps its write cap here",
+    arg("name"),
+    arg("--policy", help=_POLICY_HELP),
+)
+async def dataset_create(mesh: Mesh, ns: argparse.Namespace) -> View:
+    path = _cap_file(mesh.config.home_path, ns.name)
+    if path.exists():
+        raise RequestError(f"dataset {ns.name!r} exists here already ({path})")
+    policy = Policy.parse(ns.policy) if ns.policy else None
+    wcap = await mesh.store.dataset_create(ns.name, policy)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{wcap}\n")
+    return View(
+        data={"read": str(wcap.read_cap()), "verify": str(wcap.verify_cap()), "kept": str(path)},
+        before=[
+            f"write: {wcap}  (kept in {path})",
+            f"read:  {wcap.read_cap()}",
+            f"verify: {wcap.verify_cap()}",
+        ],
+    )
+
+
+@command(
+    "dataset add",
+    "store PATH and add it to the dataset",
+    arg("name"),
+    arg("path"),
+    arg("--as", dest="as_name", help="its name in the dataset (default: basename)"),
+)
+async def dataset_add(mesh: Mesh, ns: argparse.Namespace) -> View:
+    wcap = _load_wcap(mesh.config.home_path, ns.name)
+    src = Path(ns.path)
+    if not src.exists():
+        raise RequestError(f"{src}: no such file or directory")
+    bar = Progress(_tree_bytes(src), f"add {src.name}")
+    try:
+        await mesh.store.dataset_add(wcap, src, name=ns.as_name, progress=bar)
+    finally:
+        bar.close()
+    return View(data={"read": str(wcap.read_cap())}, before=[str(wcap.read_cap())])
 
 
 def _load_wcap(home: Path, name: str) -> DatasetWriteCap:
@@ -210,7 +258,10 @@ def _load_wcap(home: Path, name: str) -> DatasetWriteCap:
     return cap
 
 
-async def mount(ns: argparse.Namespace) -> int:
+@command(
+    "mount", "a read-only FUSE view of a stored directory", arg("cap"), arg("dir"), kind=Kind.LOCAL
+)
+async def mount(config: Config, ns: argparse.Namespace) -> int:
     from ..store.fs import fuse_unavailable, mount_readonly
 
     reason = fuse_unavailable()
@@ -222,8 +273,8 @@ async def mount(ns: argparse.Namespace) -> int:
         await started.wait()
         print(f"mounted at {ns.dir} (read-only); unmount with `fusermount3 -u {ns.dir}` or Ctrl-C")
 
-    async with _connect(ns) as mesh:
-        task = asyncio.create_task(announce())
+    async with connect(config=config) as mesh, asyncio.TaskGroup() as tg:
+        task = tg.create_task(announce())
         try:
             await mount_readonly(mesh.store, ns.cap, Path(ns.dir), started=started)
         finally:

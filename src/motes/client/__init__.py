@@ -1,6 +1,8 @@
 """The client side: ``connect()`` to a mesh, then call, map, use actors, deploy, inspect."""
 
+from .calls import ActorRef
 from .durable import CallHandle, Flow, QueueStat
-from .mesh import ActorRef, Mesh, connect
+from .events import MeshEvent
+from .mesh import Mesh, connect
 
-__all__ = ["ActorRef", "CallHandle", "Flow", "Mesh", "QueueStat", "connect"]
+__all__ = ["ActorRef", "CallHandle", "Flow", "Mesh", "MeshEvent", "QueueStat", "connect"]

@@ -17,15 +17,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import aclosing
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-
-import nats.errors
-import nats.js.errors
-from nats.js.kv import KeyValue
 
 from ..app.app import check_flow
 from ..errors import (
@@ -34,22 +28,19 @@ from ..errors import (
     EncodeError,
     NoInstance,
     RequestError,
-    TransportError,
     UnknownFlow,
 )
 from ..ids import MoteRef
-from ..wire import subjects
-from ..wire.bus import Lattice, watch_puts
+from ..wire import resources, subjects
+from ..wire.bus import KV, Watch
 from ..wire.codec import check_size, decode, decode_reply, encode, encode_request, raise_for
 from ..wire.messages import AppRecord, DurableCall, Err, FlowDef, MoteSpec, Ok
+from ._core import Core
 from ._items import aiter_of, item_result
 
 __all__ = ["CallHandle", "Durable", "Flow", "QueueStat"]
 
 log = logging.getLogger(__name__)
-
-_WAKE_EVERY_S = 5.0
-"""While a caller waits, how often it reminds the scheduler that a min=0 mote has work."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,13 +92,14 @@ class CallHandle:
             raise CallTimeout(self.name, timeout or 0) from None
         return _reply_value(data)
 
-    async def _wait(self, kv: KeyValue) -> bytes:
-        async with aclosing(watch_puts(kv, self._key, idle=_WAKE_EVERY_S)) as updates:
-            async for update in updates:
-                if update is not None:
-                    return update[1]
-                await self._durable.wake(self._wake)
-        raise AssertionError("unreachable: the watch ends only when stopped")
+    async def _wait(self, kv: KV) -> bytes:
+        async with await kv.watch(self._key) as watch:
+            while True:
+                entry = await watch.next(self._durable.wake_s)
+                if entry is None:
+                    await self._durable.wake(self._wake)
+                elif entry.value:
+                    return entry.value
 
 
 class Flow:
@@ -144,33 +136,27 @@ class Flow:
 class Durable:
     """The client's durable-call machinery; ``Mesh`` delegates to it."""
 
-    def __init__(
-        self,
-        lattice: Lattice,
-        *,
-        call_timeout_s: float,
-        spec: Callable[[MoteRef], Awaitable[MoteSpec]],
-        demand: Callable[[MoteRef], Awaitable[None]],
-        app: Callable[[str], Awaitable[AppRecord | None]],
-    ) -> None:
-        self.lattice = lattice
-        self.js = lattice.js
-        self.call_timeout_s = call_timeout_s
-        self._spec = spec
-        self._demand = demand
-        self._app = app
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.bus = core.bus
+        self.call_timeout_s = core.timing.call_timeout_s
+        self.wake_s = core.timing.wake_s
+        """While a caller waits, how often it reminds the scheduler that a min=0 mote
+        has work."""
         self._woken: dict[MoteRef, float] = {}
 
-    async def results(self) -> KeyValue:
-        return await self.lattice.kv(subjects.KV_RESULTS)
+    async def _spec(self, ref: MoteRef) -> MoteSpec:
+        return await self.core.spec(ref)
+
+    async def _app(self, name: str) -> AppRecord | None:
+        return await self.core.app(name)
+
+    async def results(self) -> KV:
+        return await self.bus.kv(resources.RESULTS)
 
     async def stored(self, key: str) -> bytes | None:
-        kv = await self.results()
-        try:
-            entry = await kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        return entry.value or None
+        entry = await (await self.results()).get(key)
+        return (entry.value or None) if entry is not None else None
 
     # --- calls -------------------------------------------------------------------------
 
@@ -189,7 +175,7 @@ class Durable:
         if key is not None and await self.stored(rkey) is not None:
             return handle  # done before: the stored result answers, nothing runs again
         call = DurableCall(call_id, args, kwargs, self._timeout_ms(timeout))
-        data = encode_request(call, self.lattice.max_payload, str(ref))
+        data = encode_request(call, self.bus.max_payload, str(ref))
         await self._publish(subjects.durable(ref.app, ref.mote), data, rkey)
         await self.wake([ref])
         return handle
@@ -215,39 +201,33 @@ class Durable:
         batch = uuid.uuid4().hex
         timeout_ms = self._timeout_ms(timeout)
         subject = subjects.durable(ref.app, ref.mote)
-        limit = self.lattice.max_payload
+        limit = self.bus.max_payload
         kv = await self.results()
         # Watch before publishing: every result of this batch is stored after it starts.
-        watch = watch_puts(kv, subjects.call_results(ref.app, ref.mote, batch), idle=_WAKE_EVERY_S)
-        async with aclosing(watch) as updates:
-            await self.lattice.ensure_calls_stream()
-            acks: list[asyncio.Future[Any]] = []
+        watch: Watch = await kv.watch(subjects.call_results(ref.app, ref.mote, batch))
+        async with watch:
+            await self.bus.ensure_stream(resources.CALLS)
+            acks: list[Awaitable[int]] = []
             n = 0
             async for item in aiter_of(items):
                 call_id = f"{batch}.{n}"
                 data = _encode_item(DurableCall(call_id, [item], {}, timeout_ms), n, ref, limit)
                 msg_id = subjects.call_result_key(ref.app, ref.mote, call_id)
-                try:
-                    acks.append(
-                        await self.js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
-                    )
-                except nats.errors.Error as exc:
-                    raise TransportError(f"durable map over {ref}: {exc}") from None
+                acks.append(await self.bus.publish_durable_nowait(subject, data, msg_id=msg_id))
                 n += 1
-            try:
-                await asyncio.gather(*acks)
-            except nats.errors.Error as exc:
-                raise TransportError(f"durable map over {ref}: {exc}") from None
+            await asyncio.gather(*acks)
             if n:
                 await self.wake([ref])
             got: dict[int, bytes] = {}
             nxt = 0
             while nxt < n:
-                update = await anext(updates)
-                if update is None:
+                entry = await watch.next(self.wake_s)
+                if entry is None:
                     await self.wake([ref])
                     continue
-                got[int(update[0].rsplit(".", 1)[1])] = update[1]
+                if not entry.value:
+                    continue
+                got[int(entry.key.rsplit(".", 1)[1])] = entry.value
                 while nxt in got:
                     yield item_result(_stored_reply(got.pop(nxt)), return_exceptions)
                     nxt += 1
@@ -262,11 +242,8 @@ class Durable:
         return int((self.call_timeout_s if timeout is None else timeout) * 1000)
 
     async def _publish(self, subject: str, data: bytes, msg_id: str) -> None:
-        await self.lattice.ensure_calls_stream()
-        try:
-            await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-        except nats.errors.Error as exc:
-            raise TransportError(f"queueing a durable call on {subject}: {exc}") from None
+        await self.bus.ensure_stream(resources.CALLS)
+        await self.bus.publish_durable(subject, data, msg_id=msg_id)
 
     async def wake(self, refs: list[MoteRef]) -> None:
         """Ask the scheduler to start min=0 motes that now have queued calls.
@@ -277,25 +254,22 @@ class Durable:
         now = time.monotonic()
         for ref in refs:
             last = self._woken.get(ref)
-            if last is not None and now - last < _WAKE_EVERY_S:
+            if last is not None and now - last < self.wake_s:
                 continue
             spec = await self._spec(ref)
             if spec.min > 0:
                 continue
             self._woken[ref] = now
             try:
-                await self._demand(ref)
+                await self.core.demand(ref)
             except NoInstance as exc:
                 log.info("durable calls to %s wait: %s", ref, exc)
 
     # --- flows -------------------------------------------------------------------------
 
     async def flow_def(self, ref: MoteRef) -> FlowDef:
-        kv = await self.lattice.kv(subjects.KV_FLOWS)
-        try:
-            entry = await kv.get(subjects.flow_kv_key(ref.app, ref.mote))
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            entry = None
+        kv = await self.bus.kv(resources.FLOWS)
+        entry = await kv.get(subjects.flow_kv_key(ref.app, ref.mote))
         if entry is None or not entry.value:
             record = await self._app(ref.app)
             known = [f"{ref.app}.{f}" for f in record.flows] if record else None
@@ -317,7 +291,7 @@ class Durable:
         call = DurableCall(
             call_id, [item], {}, self._timeout_ms(timeout), flow=flow.name, path=path
         )
-        data = encode_request(call, self.lattice.max_payload, f"flow {ref}")
+        data = encode_request(call, self.bus.max_payload, f"flow {ref}")
         msg_id = subjects.stage_result_key(ref.app, flow.name, first, token)
         await self._publish(subjects.durable(ref.app, first), data, msg_id)
         await self.wake(stages)
@@ -332,12 +306,13 @@ class Durable:
         kinds = {m.name: m.kind for m in record.motes}
         stages = check_flow(ref.app, ref.mote, list(stages), kinds)
         flow = FlowDef(app=ref.app, name=ref.mote, stages=stages, updated_at=time.time())
-        kv = await self.lattice.kv(subjects.KV_FLOWS)
+        kv = await self.bus.kv(resources.FLOWS)
         return int(await kv.put(subjects.flow_kv_key(ref.app, ref.mote), encode(flow)))
 
     async def flows(self) -> list[FlowDef]:
-        defs = await self.lattice.kv_values(subjects.KV_FLOWS, FlowDef)
-        return sorted((d for d, _ in defs.values()), key=lambda d: (d.app, d.name))
+        kv = await self.bus.kv(resources.FLOWS)
+        defs = [decode(e.value or b"", FlowDef) for e in (await kv.items()).values()]
+        return sorted(defs, key=lambda d: (d.app, d.name))
 
     async def write_flows(self, record: AppRecord, previous: AppRecord | None) -> None:
         """On deploy: store each declared flow's wiring, unless it is unchanged since the
@@ -346,14 +321,10 @@ class Durable:
         before = previous.flows if previous else {}
         if not record.flows and not before:
             return
-        kv = await self.lattice.kv(subjects.KV_FLOWS)
+        kv = await self.bus.kv(resources.FLOWS)
         for name, stages in record.flows.items():
             key = subjects.flow_kv_key(record.name, name)
-            try:
-                await kv.get(key)
-                exists = True
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-                exists = False
+            exists = await kv.get(key) is not None
             if exists and before.get(name) == stages:
                 continue
             flow = FlowDef(app=record.name, name=name, stages=stages, updated_at=time.time())
@@ -365,36 +336,24 @@ class Durable:
 
     async def queue(self) -> list[QueueStat]:
         """Per mote: calls queued or running, how many are running, the oldest one's age."""
-        try:
-            info = await self.js.stream_info(
-                subjects.STREAM_CALLS, subjects_filter=subjects.DURABLE_ALL
-            )
-        except nats.js.errors.NotFoundError:
+        state = await self.bus.stream_state(subjects.STREAM_CALLS, subjects.DURABLE_ALL)
+        if state is None:
             return []  # no durable call was ever made
-        now = datetime.now(UTC)
+        now = time.time()
         out: list[QueueStat] = []
-        for subject, depth in sorted((info.state.subjects or {}).items()):
+        for subject, depth in sorted(state.subjects.items()):
             parsed = subjects.parse_durable(subject)
             if parsed is None or depth <= 0:
                 continue
             app, mote = parsed
-            oldest = 0.0
-            try:
-                first = await self.js.get_msg(
-                    subjects.STREAM_CALLS, seq=1, next=True, subject=subject
-                )
-                if first.time is not None:
-                    oldest = max(0.0, (now - first.time).total_seconds())
-            except nats.js.errors.NotFoundError:
-                continue  # drained since the stream info
-            running = 0
-            try:
-                consumer = await self.js.consumer_info(
-                    subjects.STREAM_CALLS, subjects.durable_consumer(app, mote)
-                )
-                running = consumer.num_ack_pending or 0
-            except nats.js.errors.NotFoundError:
-                pass  # no instance has ever pulled from it
+            first = await self.bus.stream_first(subjects.STREAM_CALLS, subject)
+            if first is None:
+                continue  # drained since the stream state
+            oldest = max(0.0, now - first.time)
+            running = await self.bus.consumer_pending(
+                subjects.STREAM_CALLS, subjects.durable_consumer(app, mote)
+            )
+            running = running or 0  # None: no instance has ever pulled from it
             out.append(
                 QueueStat(mote=f"{app}.{mote}", depth=depth, running=running, oldest_s=oldest)
             )

@@ -12,14 +12,12 @@ import asyncio
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._proc import die_with_parent
+from .. import _proc
 from ..errors import StartupError
 
 __all__ = ["NatsServer", "ServerConfig", "find_binary"]
@@ -71,7 +69,7 @@ class ServerConfig:
 class NatsServer:
     """A running nats-server process. Use ``async with NatsServer.start(...)`` or stop()."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, host: str, log_path: Path):
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, host: str, log_path: Path):
         self.proc = proc
         self.port = port
         self.host = host
@@ -96,35 +94,24 @@ class NatsServer:
         log_path = workdir / "nats.log"
         log_file = open(log_path, "wb")
         try:
-            proc = subprocess.Popen(
+            proc = await _proc.spawn(
                 [str(find_binary()), "-c", str(conf)],
                 stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-                start_new_session=True,  # stopped by us, in order, not by a terminal's Ctrl-C
+                stderr=asyncio.subprocess.STDOUT,
+                new_session=True,  # stopped by us, in order, not by a terminal's Ctrl-C
             )
         finally:
             log_file.close()
         try:
             port = await _wait_ready(proc, log_path, timeout)
         except BaseException:
-            proc.kill()
-            proc.wait()
+            await _proc.stop(proc, 0)
             raise
         return cls(proc, port, config.host, log_path)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (nats-server flushes JetStream and exits), then SIGKILL past the timeout."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.run_in_executor(None, self.proc.wait), timeout)
-        except TimeoutError:
-            self.proc.kill()
-            await loop.run_in_executor(None, self.proc.wait)
+        await _proc.stop(self.proc, timeout)
 
     async def __aenter__(self) -> NatsServer:
         return self
@@ -133,14 +120,14 @@ class NatsServer:
         await self.stop()
 
 
-async def _wait_ready(proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> int:
+async def _wait_ready(proc: asyncio.subprocess.Process, log_path: Path, timeout: float) -> int:
     try:
         return await _poll_log(proc, log_path, timeout)
     except TimeoutError:
         raise StartupError(f"nats-server not ready after {timeout:g} s; see {log_path}") from None
 
 
-async def _poll_log(proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> int:
+async def _poll_log(proc: asyncio.subprocess.Process, log_path: Path, timeout: float) -> int:
     port: int | None = None
     async with asyncio.timeout(timeout):
         delay = 0.005
@@ -150,7 +137,7 @@ async def _poll_log(proc: subprocess.Popen[bytes], log_path: Path, timeout: floa
                 port = int(m.group(1))
             if port is not None and _READY in text:
                 return port
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 tail = text.decode(errors="replace").strip().splitlines()[-5:]
                 raise StartupError("nats-server exited at start: " + " | ".join(tail))
             await asyncio.sleep(delay)

@@ -1,7 +1,8 @@
-"""``python -m motes.node``: one node agent process.
+"""``python -m motes.node --config FILE``: one node agent process.
 
-The first SIGTERM or SIGINT drains (withdraws the node, stops its workers); a second one
-exits at once.
+Its settings (lattice, node name, home and labels, timing) come from the 0600 file its
+starter wrote. The first SIGTERM or SIGINT drains (withdraws the node, stops its
+workers); a second one exits at once.
 """
 
 from __future__ import annotations
@@ -9,62 +10,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
-from pathlib import Path
 
-from .._proc import run_main
-from ..config import Timing
+from .._proc import process_main
+from ..config import Config, load_config
 from ..errors import MotesError
-from ..wire.bus import Lattice
 from .agent import NodeAgent
-from .inventory import parse_labels
 
 
-async def _run(ns: argparse.Namespace) -> None:
-    lattice = await Lattice.connect(ns.url, name=f"node {ns.name}")
-    agent = NodeAgent(
-        lattice,
-        url=ns.url,
-        home=Path(ns.home),
-        name=ns.name,
-        labels=parse_labels(ns.label),
-        timing=Timing.from_env(),
-    )
-    loop = asyncio.get_running_loop()
-    signals = 0
+async def _run(config: Config, draining: asyncio.Event) -> None:
+    from ..wire._nats import NatsBus
 
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals > 1:
-            sys.exit(1)
-        agent.stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+    bus = await NatsBus.connect(config.lattice, name=f"node {config.node.name}")
+    agent = NodeAgent(bus, config)
     try:
-        await agent.run()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(agent.run())
+            await draining.wait()
+            agent.stop()
     finally:
-        await lattice.close()
+        await bus.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="motes-node")
-    parser.add_argument("--url", required=True, help="the lattice's NATS URL")
-    parser.add_argument("--home", required=True, help="this node's directory (key, bundles)")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--config", required=True, help="this node's settings (a 0600 file)")
     parser.add_argument("--log-level", default="INFO")
     ns = parser.parse_args(argv)
+    try:
+        config = load_config(env={"MOTES_CONFIG": ns.config})
+    except MotesError as exc:
+        print(f"motes node: {exc}", file=sys.stderr)
+        sys.exit(2)
     logging.basicConfig(
         level=ns.log_level,
-        format=f"%(asctime)s {ns.name} %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {config.node.name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     try:
-        run_main(_run(ns))
+        process_main(lambda draining: _run(config, draining))
     except MotesError as exc:
         print(f"motes node: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -2,63 +2,66 @@
 
 It announces the node (KV record + heartbeats), runs a scheduler candidate, keeps warm
 workers, converges its workers on the node's assignment key (level-triggered: whatever
-the key says now is what should run), restarts crashed instances with backoff, answers
-mesh queries (nodes, ps) and ships worker output to the log stream.
+the key says now is what should run), restarts crashed instances with backoff, keeps its
+store service running, answers mesh queries (nodes, ps) and ships worker output to the
+log stream. The node is ready once its store service is: a node that cannot store is
+not one a user should be told is up.
+
+Every task it runs belongs to its TaskGroup, every subscription is read by one of them,
+and its children come from a ``Launcher`` (processes; in tests, tasks).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
+import signal
 import socket
-import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.errors
-from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 
 from .. import __version__
-from .._proc import die_with_parent
 from ..app.bundle import extract_bundle
-from ..config import Timing
-from ..errors import BadMessage, MotesError
-from ..identity import NodeKey
+from ..config import Config
+from ..errors import BadMessage, MotesError, RetryableError
+from ..identity import KeyKind, SigningKey
 from ..scheduler.service import SchedulerService
-from ..wire import subjects
-from ..wire.bus import Lattice, watch_key
+from ..wire import resources, subjects
+from ..wire.bus import KV, Bus, Message, Subscription
 from ..wire.codec import decode, encode
 from ..wire.messages import (
     AppRecord,
     Heartbeat,
     InstanceSpec,
+    InstanceState,
     InstanceStatus,
     Load,
     NodeAssignment,
     NodeRecord,
+    NodeState,
     NodeStatus,
     Power,
 )
 from .inventory import detect_inventory, read_power
-from .workers import WorkerProc, spawn_worker
+from .workers import Child, Launcher, ProcessLauncher, WorkerProc, new_worker_id
 
 __all__ = ["NodeAgent"]
 
 log = logging.getLogger(__name__)
-_MAX_BACKOFF_S = 10.0
+
+_Handler = Callable[[Message], Awaitable[None]]
 
 
 @dataclass(eq=False)
 class _Instance:
     spec: InstanceSpec
-    state: str = "starting"
+    state: InstanceState = InstanceState.STARTING
     worker: WorkerProc | None = None
     restarts: int = 0
     retry_at: float = 0.0
@@ -69,37 +72,37 @@ class _Instance:
 class NodeAgent:
     def __init__(
         self,
-        lattice: Lattice,
+        bus: Bus,
+        config: Config,
         *,
-        url: str,
-        home: Path,
-        name: str,
-        labels: dict[str, str],
-        timing: Timing,
+        launcher: Launcher | None = None,
+        key: SigningKey | None = None,
     ) -> None:
-        self.lattice = lattice
-        self.url = url
-        self.home = home
-        self.name = name
-        self.timing = timing
-        self.key = NodeKey.provision(home / "node.key")  # node.pub: motes here learn our id
+        self.bus = bus
+        self.home = Path(config.node.home)
+        self.name = config.node.name
+        self.timing = config.timing
+        # node.pub beside the key: motes on this node learn our id without the crypto library
+        self.key = key or SigningKey.provision(self.home / "node.key", KeyKind.NODE)
         self.id = self.key.id
+        self.config = config.replace(node={"id": self.id})
+        self.launcher = launcher or ProcessLauncher(self.config)
         self.record = NodeRecord(
             id=self.id,
-            name=name,
+            name=self.name,
             public_key=self.key.public,
             host=socket.gethostname(),
             pid=os.getpid(),
             inventory=detect_inventory(),
-            labels=labels,
+            labels=dict(config.node.labels),
             started_at=time.time(),
             version=__version__,
         )
-        self.scheduler = SchedulerService(lattice, self.id, timing)
+        self.scheduler = SchedulerService(bus, self.id, self.timing)
         self.instances: dict[str, _Instance] = {}
         self.warm: list[WorkerProc] = []
         self.loads: dict[str, InstanceStatus] = {}
-        self.state = "starting"
+        self.state = NodeState.STARTING
         self.power = Power()
         self._desired: list[InstanceSpec] = []
         self._dirty = asyncio.Event()
@@ -109,39 +112,43 @@ class NodeAgent:
         self._spawning = asyncio.Semaphore(2)
         self._workers: set[WorkerProc] = set()
         self._tg: asyncio.TaskGroup | None = None
-        self._store: asyncio.subprocess.Process | None = None
+        self._store: Child | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self, *, started: asyncio.Event | None = None) -> None:
-        self._store = await self._start_store()  # starts beside the agent's own start
-        await self.lattice.ensure_log_stream()
-        nodes = await self.lattice.kv(subjects.KV_NODES)
-        nc = self.lattice.nc
+        """Serve until ``stop``; ``started`` is set once the node (and its store) is ready."""
+        nodes = await self.bus.kv(resources.NODES)
         subs = [
-            await nc.subscribe(subjects.CTL_NODES, cb=self._on_nodes),
-            await nc.subscribe(subjects.CTL_PS, cb=self._on_ps),
-            await nc.subscribe(subjects.instance_load(self.id), cb=self._on_load),
+            await self.bus.subscribe(subjects.CTL_NODES),
+            await self.bus.subscribe(subjects.CTL_PS),
+            await self.bus.subscribe(subjects.instance_load(self.id)),
         ]
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                store_up = asyncio.Event()
+                tg.create_task(self._keep_store(store_up))  # starts beside our own start
+                tg.create_task(self._serve(subs[0], self._on_nodes))
+                tg.create_task(self._serve(subs[1], self._on_ps))
+                tg.create_task(self._serve(subs[2], self._on_load))
                 await nodes.put(self.id, encode(self.record))
                 tg.create_task(self._heartbeats())
                 tg.create_task(self._follow_assignment())
                 tg.create_task(self._prefetch_bundles())
                 tg.create_task(self._converge())
                 tg.create_task(self.scheduler.run())
-                # Ready now: the warm pool fills in the background (a call that finds it
-                # empty starts a worker itself).
+                # The warm pool fills in the background (a call that finds it empty starts
+                # a worker itself); the node is ready once its store service is.
                 self._spawn(self._fill_warm_pool(), "warm pool")
-                await self._store_ready()
-                self.state = "ready"
-                log.info("node %s (%s) ready", self.name, self.id)
-                if started is not None:
-                    started.set()
-                await self._stop.wait()
-                self.state = "draining"
+                await _first(store_up.wait(), self._stop.wait())
+                if not self._stop.is_set():
+                    self.state = NodeState.READY
+                    log.info("node %s (%s) ready", self.name, self.id)
+                    if started is not None:
+                        started.set()
+                    await self._stop.wait()
+                self.state = NodeState.DRAINING
                 await self._shutdown(nodes)
                 raise _Stopped
         except* _Stopped:
@@ -151,59 +158,78 @@ class NodeAgent:
             for sub in subs:
                 try:
                     await sub.unsubscribe()
-                except nats.errors.Error:
+                except RetryableError:
                     pass
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def _start_store(self) -> asyncio.subprocess.Process:
-        """The node's store service, in its own process (see ``motes.store.service``)."""
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "motes.store.service",
-            "--url",
-            self.url,
-            "--home",
-            str(self.home),
-            "--node",
-            self.id,
-            "--labels",
-            json.dumps(self.record.labels),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            preexec_fn=die_with_parent,
-        )
+    async def _serve(self, sub: Subscription, handle: _Handler) -> None:
+        async for msg in sub:
+            try:
+                await handle(msg)
+            except MotesError as exc:
+                log.warning("answering on %s failed: %s", msg.subject, exc)
 
-    async def _store_ready(self) -> None:
-        """Wait for the store service's "ready" line: a node is ready with its store."""
-        assert self._store is not None and self._store.stdout is not None
-        try:
-            async with asyncio.timeout(self.timing.start_timeout_s):
-                line = await self._store.stdout.readline()
-        except TimeoutError:
-            line = b""
-        if line.strip() != b"ready":
-            log.error("the store service did not start (exit %s)", self._store.returncode)
+    async def _keep_store(self, up: asyncio.Event) -> None:
+        """Run the store service; restart it (with backoff) whenever it is not running.
+
+        The node is ready only once it is; if it dies later, the node reports DEGRADED
+        (its motes keep serving) until it is back.
+        """
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._store = await self.launcher.start_store()
+                ready = await self._store.ready(self.timing.start_timeout_s)
+            except (OSError, MotesError) as exc:
+                log.error("the store service could not start: %s", exc)
+                ready = False
+            if ready:
+                failures = 0
+                up.set()
+                if self.state is NodeState.DEGRADED:
+                    self.state = NodeState.READY
+                assert self._store is not None
+                code = await self._store.wait()
+                if self._stop.is_set():
+                    return
+                log.error("the store service exited with code %s; restarting it", code)
+                if self.state is NodeState.READY:
+                    self.state = NodeState.DEGRADED
+            else:
+                failures += 1
+                exit_code = self._store.returncode if self._store is not None else None
+                log.error(
+                    "the store service did not start (exit %s); node %s is not ready",
+                    exit_code,
+                    self.name,
+                )
+                await self._stop_store()
+            backoff = min(0.2 * 2 ** max(failures - 1, 0), self.timing.restart_backoff_s)
+            try:
+                async with asyncio.timeout(backoff):
+                    await self._stop.wait()
+            except TimeoutError:
+                pass
 
     async def _stop_store(self) -> None:
-        proc = self._store
-        if proc is None or proc.returncode is not None:
+        child = self._store
+        if child is None or not child.alive:
             return
-        proc.terminate()
+        child.signal(signal.SIGTERM)  # it withdraws its holdings record, then exits
         try:
             async with asyncio.timeout(10):
-                await proc.wait()
+                await child.wait()
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            child.signal(signal.SIGKILL)
+            await child.wait()
 
-    async def _shutdown(self, nodes: KeyValue) -> None:
+    async def _shutdown(self, nodes: KV) -> None:
         """Leave cleanly: withdraw the record (so the scheduler moves our work), stop workers."""
         try:
             await nodes.delete(self.id)
-        except (nats.errors.Error, MotesError) as exc:
+        except MotesError as exc:
             log.warning("could not withdraw node record: %s", exc)
         await self._stop_store()
         async with self._filling:  # a warm-pool refill in progress finishes first
@@ -229,7 +255,7 @@ class NodeAgent:
     # --- announcing --------------------------------------------------------------------
 
     def load(self) -> Load:
-        running = sum(1 for i in self.instances.values() if i.state == "ready")
+        running = sum(1 for i in self.instances.values() if i.state is InstanceState.READY)
         inflight = sum(s.inflight for s in self.loads.values())
         try:
             cpu = os.getloadavg()[0]
@@ -238,7 +264,7 @@ class NodeAgent:
         return Load(instances=running, inflight=inflight, cpu_load=round(cpu, 2))
 
     def heartbeat(self, seq: int) -> Heartbeat:
-        ready = [iid for iid, i in self.instances.items() if i.state == "ready"]
+        ready = [iid for iid, i in self.instances.items() if i.state is InstanceState.READY]
         work = {
             iid: s.inflight + s.queued for iid, s in self.loads.items() if s.inflight + s.queued
         }
@@ -253,34 +279,39 @@ class NodeAgent:
             seq += 1
             if seq % 20 == 1:  # power changes slowly; /sys reads are cheap but not free
                 self.power = _labelled_power(read_power(), self.record.labels)
-            if self.lattice.nc.is_connected:
-                await self.lattice.nc.publish(subject, encode(self.heartbeat(seq)))
+            if self.bus.connected:
+                try:
+                    await self.bus.publish(subject, encode(self.heartbeat(seq)))
+                except RetryableError as exc:
+                    log.debug("heartbeat: %s", exc)
             await asyncio.sleep(self.timing.heartbeat_s)
 
-    async def _on_nodes(self, msg: Msg) -> None:
-        if msg.reply:
-            status = NodeStatus(
-                record=self.record,
-                state=self.state,
-                load=self.load(),
-                leader=self.scheduler.is_leader,
-            )
-            await self.lattice.nc.publish(msg.reply, encode(status))
+    def status(self) -> NodeStatus:
+        return NodeStatus(
+            record=self.record,
+            state=str(self.state),
+            load=self.load(),
+            leader=self.scheduler.is_leader,
+        )
 
-    async def _on_ps(self, msg: Msg) -> None:
+    async def _on_nodes(self, msg: Message) -> None:
+        if msg.reply:
+            await self.bus.publish(msg.reply, encode(self.status()))
+
+    async def _on_ps(self, msg: Message) -> None:
         if not msg.reply:
             return
         insts = list(self.instances.values())
         live = await asyncio.gather(
             *(
                 i.worker.query(self.timing.scatter_s / 2)
-                if i.worker is not None and i.state == "ready"
+                if i.worker is not None and i.state is InstanceState.READY
                 else _none()
                 for i in insts
             )
         )
         out = [self._status(i, s) for i, s in zip(insts, live, strict=False)]
-        await self.lattice.nc.publish(msg.reply, encode(out))
+        await self.bus.publish(msg.reply, encode(out))
 
     def _status(self, inst: _Instance, live: InstanceStatus | None) -> InstanceStatus:
         s = inst.spec
@@ -290,7 +321,7 @@ class NodeAgent:
             mote=s.mote,
             digest=s.digest,
             node=self.id,
-            state=inst.state,
+            state=str(inst.state),
             pid=inst.worker.pid if inst.worker else 0,
             inflight=live.inflight if live else 0,
             served=live.served if live else 0,
@@ -299,7 +330,7 @@ class NodeAgent:
             detail=inst.detail,
         )
 
-    async def _on_load(self, msg: Msg) -> None:
+    async def _on_load(self, msg: Message) -> None:
         try:
             status = decode(msg.data, InstanceStatus)
         except BadMessage:
@@ -307,22 +338,35 @@ class NodeAgent:
         if status.iid in self.instances:
             self.loads[status.iid] = status
 
+    def _set_state(self, inst: _Instance, state: InstanceState, detail: str = "") -> None:
+        """Change an instance's state and tell whoever follows the mesh's events."""
+        inst.state = state
+        inst.detail = detail
+        event = encode(self._status(inst, None))
+        self._spawn(self._announce(event), "an instance event")
+
+    async def _announce(self, event: bytes) -> None:
+        try:
+            await self.bus.publish(subjects.instance_events(self.id), event)
+        except RetryableError as exc:
+            log.debug("instance event: %s", exc)
+
     # --- converging --------------------------------------------------------------------
 
     async def _follow_assignment(self) -> None:
-        kv = await self.lattice.kv(subjects.KV_PLACE)
-        async for value in watch_key(kv, self.id):
-            try:
-                assignment = decode(value, NodeAssignment) if value else None
-            except BadMessage as exc:
-                log.error("ignoring an unreadable assignment: %s", exc)
-                continue
-            self._desired = list(assignment.instances) if assignment else []
-            self._dirty.set()
+        kv = await self.bus.kv(resources.PLACE)
+        async with await kv.watch(self.id) as watch:
+            async for entry in watch:
+                try:
+                    assignment = decode(entry.value, NodeAssignment) if entry.value else None
+                except BadMessage as exc:
+                    log.error("ignoring an unreadable assignment: %s", exc)
+                    continue
+                self._desired = list(assignment.instances) if assignment else []
+                self._dirty.set()
 
     async def _converge(self) -> None:
         """Make the running instances match the assignment; retry failures with backoff."""
-        assert self._tg is not None
         while True:
             try:
                 async with asyncio.timeout(0.5):
@@ -340,15 +384,15 @@ class NodeAgent:
             now = time.monotonic()
             for iid, spec in desired.items():
                 inst = self.instances.setdefault(iid, _Instance(spec))
-                if inst.starting or inst.state == "ready" or now < inst.retry_at:
+                if inst.starting or inst.state is InstanceState.READY or now < inst.retry_at:
                     continue
                 inst.starting = True
                 self._spawn(self._start(inst), f"starting {iid}")
 
     async def _retire(self, inst: _Instance) -> None:
-        inst.state = "stopping"
+        self._set_state(inst, InstanceState.STOPPING)
         assert inst.worker is not None
-        await inst.worker.stop(grace=10.0)
+        await inst.worker.stop(grace=self.timing.stop_grace_s)
 
     async def _start(self, inst: _Instance) -> None:
         spec = inst.spec
@@ -367,24 +411,22 @@ class NodeAgent:
         if self.instances.get(spec.iid) is not inst:  # unassigned while starting
             await worker.stop(grace=1.0)
             return
-        inst.state = "ready"
-        inst.detail = ""
+        self._set_state(inst, InstanceState.READY)
         log.info("instance %s of %s.%s ready (pid %d)", spec.iid, spec.app, spec.mote, worker.pid)
-        assert self._tg is not None
         self._spawn(self._watch_exit(inst, worker), f"watching {spec.iid}")
 
     async def _watch_exit(self, inst: _Instance, worker: WorkerProc) -> None:
-        code = await worker.proc.wait()
+        code = await worker.child.wait()
         if self.instances.get(inst.spec.iid) is inst and not self._stop.is_set():
             self._failed(inst, f"worker exited with code {code}")
             self._dirty.set()
 
     def _failed(self, inst: _Instance, why: str) -> None:
         inst.restarts += 1
-        inst.state = "crashed" if inst.restarts < 5 else "crashloop"
-        inst.detail = why
+        state = InstanceState.CRASHED if inst.restarts < 5 else InstanceState.CRASHLOOP
+        self._set_state(inst, state, why)
         inst.worker = None
-        backoff = min(0.1 * 2 ** (inst.restarts - 1), _MAX_BACKOFF_S)
+        backoff = min(0.1 * 2 ** (inst.restarts - 1), self.timing.restart_backoff_s)
         inst.retry_at = time.monotonic() + backoff
         log.warning(
             "instance %s of %s.%s: %s (retry in %.1f s)",
@@ -398,18 +440,15 @@ class NodeAgent:
     async def _prefetch_bundles(self) -> None:
         """Unpack every deployed app's bundle ahead of need, so that scaling from zero
         or failing over to this node skips the fetch."""
-        kv = await self.lattice.kv(subjects.KV_APPS)
-        watcher = await kv.watchall()
-        try:
-            async for entry in watcher:
-                if entry is None or not entry.value or entry.operation in ("DEL", "PURGE"):
+        kv = await self.bus.kv(resources.APPS)
+        async with await kv.watch() as watch:
+            async for entry in watch:
+                if not entry.value:
                     continue
                 try:
                     await self._bundle(decode(entry.value, AppRecord).digest)
                 except MotesError as exc:
                     log.warning("could not prefetch %s: %s", entry.key, exc)
-        finally:
-            await watcher.stop()
 
     async def _bundle(self, digest: str) -> Path:
         dest = self.home / "bundles" / digest.replace(":", "-")
@@ -418,15 +457,12 @@ class NodeAgent:
         lock = self._bundle_locks.setdefault(digest, asyncio.Lock())
         async with lock:
             if not dest.exists():
-                store = await self.lattice.bundles()
-                try:
-                    obj = await store.get(digest)
-                except nats.errors.Error as exc:
-                    raise BadMessage(f"bundle {digest[:19]} is not in the lattice: {exc}") from None
-                if obj.data is None:
-                    raise BadMessage(f"bundle {digest[:19]} is empty in the lattice")
+                store = await self.bus.objects(resources.BUNDLES)
+                data = await store.get(digest)
+                if data is None:
+                    raise BadMessage(f"bundle {digest[:19]} is not in the lattice")
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                extract_bundle(obj.data, digest, dest)
+                extract_bundle(data, digest, dest)
         return dest
 
     # --- warm pool ---------------------------------------------------------------------
@@ -436,7 +472,9 @@ class NodeAgent:
             return await self._start_worker()
 
     async def _start_worker(self) -> WorkerProc:
-        worker = await spawn_worker(self.lattice, self.url, self.id, str(self.home))
+        wid = new_worker_id(self.id)
+        child = await self.launcher.start_worker(wid)
+        worker = WorkerProc(wid, child, self.bus, self.id, log_flush_s=self.timing.log_flush_s)
         self._workers.add(worker)
         self._spawn(self._pump(worker), f"output of {worker.wid}")
         await worker.wait_warm(self.timing.start_timeout_s)
@@ -457,7 +495,6 @@ class NodeAgent:
     async def _take_warm(self) -> WorkerProc:
         self.warm = [w for w in self.warm if w.alive]
         worker = self.warm.pop(0) if self.warm else await self._new_worker()
-        assert self._tg is not None
         self._spawn(self._fill_warm_pool(), "warm pool")
         return worker
 
@@ -469,6 +506,16 @@ def _labelled_power(power: Power, labels: dict[str, str]) -> Power:
     if labels.get("power") == "mains":
         return msgspec.structs.replace(power, on_battery=False)
     return power
+
+
+async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the first of ``aws`` finishes; the others are cancelled."""
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(a) for a in aws]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            if t not in done:
+                t.cancel()
 
 
 async def _logged(coro: Coroutine[Any, Any, None], what: str) -> None:

@@ -13,20 +13,19 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from .._proc import die_with_parent
-from ..config import MESH_FILE, Timing
+from .. import _proc
+from ..config import MESH_FILE, Config, LatticeConfig, NodeConfig, Timing, write_config
 from ..errors import MeshNotRunning, StartupError
-from ..identity import NodeKey
+from ..identity import KeyKind, SigningKey
 from ..lattice import NatsServer, ServerConfig
 from ..wire import subjects
-from ..wire.bus import Lattice, scatter
+from ..wire.bus import Bus
 from ..wire.codec import decode
-from ..wire.messages import NodeStatus
+from ..wire.messages import NodeState, NodeStatus
 
 __all__ = ["LocalMesh", "NodeProc"]
 
@@ -61,7 +60,6 @@ class LocalMesh:
         url: str | None = None,
         port: int = 0,
         timing: Timing | None = None,
-        env: dict[str, str] | None = None,
         write_mesh_file: bool = True,
     ) -> None:
         if nodes < 1:
@@ -69,7 +67,6 @@ class LocalMesh:
         self.home = home
         self.port = port
         self.timing = timing or Timing()
-        self.env = env or {}
         self.server: NatsServer | None = None
         self._url = url
         self._write = write_mesh_file
@@ -103,55 +100,49 @@ class LocalMesh:
         if self._write:
             self._write_mesh_file()
 
+    @property
+    def lattice(self) -> LatticeConfig:
+        """How to reach this mesh's lattice."""
+        return LatticeConfig(servers=tuple(u.strip() for u in self.url.split(",") if u.strip()))
+
+    def node_config(self, node: NodeProc) -> Config:
+        return Config(
+            home=str(self.home),
+            lattice=self.lattice,
+            timing=self.timing,
+            node=NodeConfig(name=node.name, home=str(node.home), labels=dict(node.labels)),
+        )
+
     async def start_node(self, node: NodeProc) -> None:
         node.home.mkdir(parents=True, exist_ok=True)
-        NodeKey.provision(node.home / "node.key")  # the node then reads it without crypto
-        args = [
-            sys.executable,
-            "-m",
-            "motes.node",
-            "--url",
-            self.url,
-            "--home",
-            str(node.home),
-            "--name",
-            node.name,
-        ]
-        for k, v in node.labels.items():
-            args += ["--label", f"{k}={v}"]
+        # Minted here, so the node reads its key without loading the crypto library.
+        SigningKey.provision(node.home / "node.key", KeyKind.NODE)
+        config = write_config(self.node_config(node), node.home / "run" / "node.json")
         log_file = open(node.home / "node.log", "ab")
         try:
-            node.proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
+            node.proc = await _proc.spawn(
+                _proc.python("motes.node", "--config", str(config)),
                 stdout=log_file,
                 stderr=log_file,
-                preexec_fn=die_with_parent,
-                start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
-                env={**os.environ, **self.env, **self._timing_env()},
+                new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
             )
         finally:
             log_file.close()
 
-    def _timing_env(self) -> dict[str, str]:
-        return {
-            f"MOTES_{f.name.upper()}": str(getattr(self.timing, f.name))
-            for f in fields(self.timing)
-        }
+    async def connect(self, name: str = "motes mesh") -> Bus:
+        from ..wire._nats import NatsBus
 
-    async def statuses(self, lattice: Lattice) -> list[NodeStatus]:
-        return await scatter(
-            lattice.nc,
-            subjects.CTL_NODES,
-            b"",
-            lambda data: decode(data, NodeStatus),
-            expected=len(self.nodes),
-            timeout=self.timing.scatter_s,
+        return await NatsBus.connect(self.lattice, name=name)
+
+    async def statuses(self, bus: Bus) -> list[NodeStatus]:
+        answers = await bus.scatter(
+            subjects.CTL_NODES, b"", expected=len(self.nodes), timeout=self.timing.scatter_s
         )
+        return [decode(a, NodeStatus) for a in answers]
 
     async def wait_ready(self, timeout: float = 60.0, *, leader: bool = True) -> None:
         """Until every live node answers ready (and, if asked, one of them leads)."""
-        lattice = await Lattice.connect(self.url, name="motes mesh")
+        bus = await self.connect()
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -160,8 +151,8 @@ class LocalMesh:
                         tail = _tail(n.home / "node.log")
                         raise StartupError(f"{n.name} exited with code {n.proc.returncode}: {tail}")
                 want = {n.name for n in self.nodes if n.alive}
-                seen = await self.statuses(lattice)
-                ready = {s.record.name for s in seen if s.state == "ready"}
+                seen = await self.statuses(bus)
+                ready = {s.record.name for s in seen if s.state == NodeState.READY}
                 if want <= ready and (not leader or any(s.leader for s in seen)):
                     return
                 if time.monotonic() > deadline:
@@ -171,7 +162,7 @@ class LocalMesh:
                     )
                 await asyncio.sleep(0.05)
         finally:
-            await lattice.close()
+            await bus.close()
 
     def node(self, name: str) -> NodeProc:
         for n in self.nodes:

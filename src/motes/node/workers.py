@@ -1,8 +1,12 @@
-"""Worker processes as a node agent sees them: spawn warm, assign, query, stop, collect output.
+"""A node agent's children: worker processes and the store service, behind a ``Launcher``.
 
-Each worker is ``python -m motes.runtime.worker`` in its own process group-less child that
-dies with the agent (PDEATHSIG). Its stdout and stderr are read line by line and shipped,
-in batches, to the log stream, tagged with the instance they belong to.
+``ProcessLauncher`` starts real processes (``python -m motes.runtime.worker``,
+``python -m motes.store.service``): each gets an allow-listed environment, its settings
+as the path of a 0600 file, and dies with the agent (PDEATHSIG). Tests of the agent
+pass a launcher that runs the same services as tasks on an in-memory lattice.
+
+A ``WorkerProc`` is what the agent knows of one worker: it talks to it over the bus
+(assign, query, stop) and ships its output, in batches, to the log stream.
 """
 
 from __future__ import annotations
@@ -12,16 +16,17 @@ import itertools
 import logging
 import os
 import signal
-import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
-import nats.errors
-
-from .._proc import die_with_parent
-from ..errors import BadMessage, MotesError, StartupError
-from ..wire import subjects
-from ..wire.bus import Lattice
+from .. import _proc
+from ..config import Config, write_config
+from ..errors import BadMessage, MotesError, NoReply, NoResponders, RetryableError, StartupError
+from ..wire import resources, subjects
+from ..wire.bus import Bus
 from ..wire.codec import decode, decode_reply, encode, raise_for
 from ..wire.messages import (
     Err,
@@ -35,24 +40,45 @@ from ..wire.messages import (
     WorkerStop,
 )
 
-__all__ = ["WorkerProc", "spawn_worker"]
+__all__ = ["Child", "Launcher", "ProcessLauncher", "WorkerProc"]
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
-_LOG_FLUSH_S = 0.2
 _MAX_LINE = 4000
 
 
-@dataclass(eq=False)
-class WorkerProc:
-    """One worker process and what the agent knows of it."""
+class Child(Protocol):
+    """A running child of the agent: a process, or (in tests) a task."""
 
-    wid: str
-    proc: asyncio.subprocess.Process
-    lattice: Lattice
-    node: str
-    spec: InstanceSpec | None = None
-    lines: list[LogLine] = field(default_factory=list)
+    @property
+    def pid(self) -> int: ...
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+    def signal(self, sig: int) -> None: ...
+
+    def output(self) -> AsyncIterator[LogLine]:
+        """Its output, line by line, until it exits."""
+        ...
+
+    async def ready(self, timeout: float) -> bool:
+        """Whether it said it is ready (the store service does) within ``timeout``."""
+        ...
+
+
+class Launcher(Protocol):
+    async def start_worker(self, wid: str) -> Child: ...
+    async def start_store(self) -> Child: ...
+
+
+class _Process:
+    """A child process whose stdout and stderr are read line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
 
     @property
     def pid(self) -> int:
@@ -62,6 +88,119 @@ class WorkerProc:
     def alive(self) -> bool:
         return self.proc.returncode is None
 
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+    def signal(self, sig: int) -> None:
+        try:
+            self.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass  # it exited meanwhile: what we wanted
+
+    async def output(self) -> AsyncIterator[LogLine]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        queue: asyncio.Queue[LogLine | None] = asyncio.Queue()
+
+        async def read(stream: asyncio.StreamReader, name: str) -> None:
+            try:
+                while True:
+                    try:
+                        raw = await stream.readline()
+                    except ValueError:  # a line past the reader's limit: take what is there
+                        raw = await stream.read(_MAX_LINE)
+                    if not raw:
+                        return
+                    text = raw.decode(errors="replace").rstrip("\n")[:_MAX_LINE]
+                    queue.put_nowait(LogLine(ts=time.time(), stream=name, text=text))
+            finally:
+                queue.put_nowait(None)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(read(self.proc.stdout, "out"))
+            tg.create_task(read(self.proc.stderr, "err"))
+            ended = 0
+            while ended < 2:
+                line = await queue.get()
+                if line is None:
+                    ended += 1
+                else:
+                    yield line
+
+    async def ready(self, timeout: float) -> bool:
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                line = await self.proc.stdout.readline()
+        except TimeoutError:
+            return False
+        return line.strip() == b"ready"
+
+
+class ProcessLauncher:
+    """Real child processes. Each kind gets its settings in a 0600 file under the node's
+    ``run/`` directory, written once: never a secret in argv or the environment."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.run_dir = Path(config.node.home) / "run"
+        self._files: dict[str, Path] = {}
+
+    def _config_file(self, kind: str) -> Path:
+        path = self._files.get(kind)
+        if path is None:
+            path = self._files[kind] = write_config(self.config, self.run_dir / f"{kind}.json")
+        return path
+
+    async def start_worker(self, wid: str) -> Child:
+        config = self._config_file("worker")
+        proc = await _proc.spawn(
+            _proc.python("motes.runtime.worker", "--config", str(config), "--wid", wid),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return _Process(proc)
+
+    async def start_store(self) -> Child:
+        config = self._config_file("store")
+        proc = await _proc.spawn(
+            _proc.python("motes.store.service", "--config", str(config)),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return _Process(proc)
+
+
+def new_worker_id(node: str) -> str:
+    return f"{node}-{os.getpid()}-{next(_ids)}"
+
+
+@dataclass(eq=False)
+class WorkerProc:
+    """One worker and what the agent knows of it."""
+
+    wid: str
+    child: Child
+    bus: Bus
+    node: str
+    log_flush_s: float = 0.2
+    spec: InstanceSpec | None = None
+    lines: list[LogLine] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.child.alive
+
+    async def _ask(self, msg: bytes, timeout: float) -> bytes:
+        reply = await self.bus.request(subjects.worker(self.wid), msg, timeout=timeout)
+        return reply.data
+
     async def wait_warm(self, timeout: float) -> None:
         """Return once the worker answers on its control subject."""
         deadline = time.monotonic() + timeout
@@ -69,14 +208,12 @@ class WorkerProc:
         while True:
             if not self.alive:
                 raise StartupError(
-                    f"worker {self.wid} exited at start (code {self.proc.returncode})"
+                    f"worker {self.wid} exited at start (code {self.child.returncode})"
                 )
             try:
-                await self.lattice.nc.request(
-                    subjects.worker(self.wid), encode(WorkerQuery()), timeout=0.5
-                )
+                await self._ask(encode(WorkerQuery()), 0.5)
                 return
-            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            except (NoResponders, NoReply):
                 if time.monotonic() > deadline:
                     raise StartupError(
                         f"worker {self.wid} did not start within {timeout:g} s"
@@ -89,80 +226,55 @@ class WorkerProc:
         self.spec = spec
         msg = WorkerAssign(spec=spec, bundle_dir=bundle_dir, node=self.node)
         try:
-            reply = await self.lattice.nc.request(
-                subjects.worker(self.wid), encode(msg), timeout=timeout
-            )
-        except nats.errors.TimeoutError:
+            reply = await self._ask(encode(msg), timeout)
+        except NoReply:
             raise StartupError(f"instance {spec.iid} did not load within {timeout:g} s") from None
-        except nats.errors.NoRespondersError:
+        except NoResponders:
             raise StartupError(f"worker {self.wid} vanished while loading {spec.iid}") from None
-        answer = decode_reply(reply.data)
+        answer = decode_reply(reply)
         if isinstance(answer, Ok | Err):
             raise_for(answer)
 
     async def query(self, timeout: float) -> InstanceStatus | None:
         try:
-            reply = await self.lattice.nc.request(
-                subjects.worker(self.wid), encode(WorkerQuery()), timeout=timeout
-            )
-            return decode(reply.data, InstanceStatus)
-        except (TimeoutError, nats.errors.Error, BadMessage):
+            return decode(await self._ask(encode(WorkerQuery()), timeout), InstanceStatus)
+        except (RetryableError, BadMessage):
             return None
 
     async def stop(self, grace: float) -> None:
         """Ask the worker to drain and exit; kill it if it has not within the grace."""
         if self.alive:
             try:
-                await self.lattice.nc.request(
-                    subjects.worker(self.wid), encode(WorkerStop(grace_s=grace)), timeout=1.0
-                )
-            except nats.errors.Error:
-                self._signal(signal.SIGTERM)
+                await self._ask(encode(WorkerStop(grace_s=grace)), 1.0)
+            except RetryableError:
+                self.child.signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(grace + 2):
-                await self.proc.wait()
+                await self.child.wait()
         except TimeoutError:
             log.warning("worker %s did not stop in time; killing it", self.wid)
-            self._signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    def _signal(self, sig: int) -> None:
-        try:
-            self.proc.send_signal(sig)
-        except ProcessLookupError:
-            pass  # it exited meanwhile: what we wanted
+            self.child.signal(signal.SIGKILL)
+            await self.child.wait()
 
     # --- output ------------------------------------------------------------------------
 
     async def pump(self) -> None:
         """Read the worker's output until it exits, shipping it to the log stream."""
-        assert self.proc.stdout is not None and self.proc.stderr is not None
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._read(self.proc.stdout, "out"))
-            tg.create_task(self._read(self.proc.stderr, "err"))
             flusher = tg.create_task(self._flush_forever())
-            await self.proc.wait()
+            async for line in self.child.output():
+                self.lines.append(line)
+            await self.child.wait()
             flusher.cancel()
         await self.flush()
 
-    async def _read(self, stream: asyncio.StreamReader, name: str) -> None:
-        while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:  # a line past the reader's limit: take what is there
-                raw = await stream.read(_MAX_LINE)
-            if not raw:
-                return
-            text = raw.decode(errors="replace").rstrip("\n")[:_MAX_LINE]
-            self.lines.append(LogLine(ts=time.time(), stream=name, text=text))
-
     async def _flush_forever(self) -> None:
         while True:
-            await asyncio.sleep(_LOG_FLUSH_S)
+            await asyncio.sleep(self.log_flush_s)
             await self.flush()
 
     async def flush(self) -> None:
-        if not self.lines or self.lattice.nc.is_closed:
+        if not self.lines or self.bus.closed:
             return
         lines, self.lines = self.lines, []
         app, mote, iid = (
@@ -170,34 +282,7 @@ class WorkerProc:
         )
         batch = LogBatch(node=self.node, app=app, mote=mote, iid=iid or self.wid, lines=lines)
         try:
-            await self.lattice.js.publish(subjects.log(app, mote, self.node), encode(batch))
-        except (nats.errors.Error, MotesError) as exc:
+            await self.bus.ensure_stream(resources.LOGS)
+            await self.bus.publish_durable(subjects.log(app, mote, self.node), encode(batch))
+        except MotesError as exc:
             log.debug("could not ship %d log lines of %s: %s", len(lines), self.wid, exc)
-
-
-async def spawn_worker(lattice: Lattice, url: str, node: str, home: str) -> WorkerProc:
-    """Start a worker process (not yet warm: call ``wait_warm``).
-
-    A mote inside it reaches the mesh with a plain ``motes.connect()`` (``MOTES_URL``),
-    and reads stored data through its node (``MOTES_NODE_HOME``): the node's cache, and
-    the shares the node holds straight from its disk.
-    """
-    wid = f"{node}-{os.getpid()}-{next(_ids)}"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MOTES_URL=url, MOTES_NODE_HOME=home)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "motes.runtime.worker",
-        "--url",
-        url,
-        "--wid",
-        wid,
-        "--node",
-        node,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=die_with_parent,
-        env=env,
-    )
-    return WorkerProc(wid=wid, proc=proc, lattice=lattice, node=node)

@@ -20,31 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.client import JetStreamContext
-from nats.js.kv import KeyValue
-
-from ..errors import BadMessage, PayloadTooLarge, RequestError
+from ..config import Timing
+from ..errors import BadMessage, Conflict, PayloadTooLarge, RequestError, RetryableError
 from ..ids import check_name
-from ..wire import subjects
-from ..wire.bus import Lattice
+from ..meter import CallMeter
+from ..sandbox import Sandbox
+from ..wire import resources, subjects
+from ..wire.bus import KV, Bus, JetMsg, PullConsumer
 from ..wire.codec import decode, decode_reply, encode, encode_error, encode_value_reply
 from ..wire.messages import DurableCall, Err, FlowDef, InstanceSpec, Ok
-from .handlers import Handler
 
-__all__ = ["ACK_WAIT_S", "DurableServer", "next_stage"]
+__all__ = ["DurableServer", "next_stage"]
 
 log = logging.getLogger(__name__)
 
-ACK_WAIT_S = 5.0
-"""A message not acked (or marked in progress) within this long goes to another instance."""
-_FETCH_WAIT_S = 1.0
 _RETRY_S = 0.1
 _MAX_BATCH = 32
 _MAX_ACK_PENDING = 4096
@@ -74,92 +66,83 @@ def next_stage(
 class DurableServer:
     """Serves one function mote instance's durable calls until ``stopping`` is set.
 
-    ``slots`` (async handlers) is the instance's concurrency limit, shared with its plain
-    calls; without it calls run one at a time. ``begin``/``end``/``count`` feed the
-    worker's in-flight and served counters, so draining waits for calls in hand.
+    ``slots`` (async motes) is the instance's concurrency limit, shared with its plain
+    calls; without it calls run one at a time. Every call goes through the instance's
+    ``meter``, so draining waits for calls in hand.
     """
 
     def __init__(
         self,
-        lattice: Lattice,
+        bus: Bus,
         spec: InstanceSpec,
-        handler: Handler,
+        host: Sandbox,
         *,
+        meter: CallMeter,
+        timing: Timing,
         stopping: asyncio.Event,
         slots: asyncio.Semaphore | None,
-        begin: Callable[[], None],
-        end: Callable[[], None],
-        count: Callable[[Ok | Err], None],
     ) -> None:
-        self.lattice = lattice
-        self.js: JetStreamContext = lattice.js
+        self.bus = bus
         self.spec = spec
-        self.handler = handler
+        self.host = host
+        self.meter = meter
+        self.timing = timing
         self.app = spec.app
         self.mote = spec.mote
         self.qualname = f"{spec.app}.{spec.mote}"
         self.stopping = stopping
-        # Without the instance's slots (sync handlers), one durable call at a time.
+        # Without the instance's slots (sync motes), one durable call at a time.
         self.slots = slots if slots is not None else asyncio.Semaphore(1)
-        self.begin = begin
-        self.end = end
-        self.count = count
-        self._results: KeyValue | None = None
-        self._flows: KeyValue | None = None
+        self._results: KV | None = None
+        self._flows: KV | None = None
 
     # --- the fetch loop --------------------------------------------------------------
 
     async def run(self) -> None:
         """Pull and serve until stopped. Lattice trouble pauses fetching (and is retried);
         it never cancels the calls in hand, and never ends the worker."""
-        sub: JetStreamContext.PullSubscription | None = None
+        sub: PullConsumer | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 delay = _RETRY_S
                 while not self.stopping.is_set():
-                    msgs: list[Msg] = []
+                    msgs: list[JetMsg] = []
                     try:
                         if sub is None:
                             sub = await self._subscribe()
                         taken = await self._take_slots()
                         try:
-                            msgs = await sub.fetch(taken, timeout=_FETCH_WAIT_S)
-                        except TimeoutError:  # nothing queued (nats' TimeoutError is one too)
-                            pass
+                            msgs = await sub.fetch(taken, timeout=self.timing.fetch_wait_s)
                         finally:
                             for _ in range(taken - len(msgs)):
                                 self.slots.release()
                         delay = _RETRY_S
-                    except (nats.errors.Error, OSError) as exc:
-                        log.warning("%s: durable calls paused: %r; retrying", self.qualname, exc)
-                        await _unsubscribe(sub)
+                    except (RetryableError, OSError) as exc:
+                        log.warning("%s: durable calls paused: %s; retrying", self.qualname, exc)
+                        if sub is not None:
+                            await sub.close()
                         sub = None
                         await self._pause(delay)
                         delay = min(delay * 2, 5.0)
                     for msg in msgs:
-                        self.begin()  # before the task starts: a drain now waits for it
-                        tg.create_task(self._one(msg))
+                        # Begun before the task starts: a drain now waits for it.
+                        started = self.meter.begin(bytes_in=len(msg.data))
+                        tg.create_task(self._one(msg, started))
         finally:
             # Also when cancelled: a pull subscription left behind stalls the connection's
             # drain at exit (late status messages nobody reads).
-            await _unsubscribe(sub)
+            if sub is not None:
+                await sub.close()
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
-        await self.lattice.ensure_calls_stream()
-        self._results = await self.lattice.kv(subjects.KV_RESULTS)
-        self._flows = await self.lattice.kv(subjects.KV_FLOWS)
-        subject = subjects.durable(self.app, self.mote)
-        return await self.js.pull_subscribe(
-            subject,
+    async def _subscribe(self) -> PullConsumer:
+        self._results = await self.bus.kv(resources.RESULTS)
+        self._flows = await self.bus.kv(resources.FLOWS)
+        return await self.bus.pull(
+            resources.CALLS,
             durable=subjects.durable_consumer(self.app, self.mote),
-            stream=subjects.STREAM_CALLS,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT_S,
-                max_deliver=-1,
-                max_ack_pending=_MAX_ACK_PENDING,
-                filter_subject=subject,
-            ),
+            subject=subjects.durable(self.app, self.mote),
+            ack_wait=self.timing.ack_wait_s,
+            max_ack_pending=_MAX_ACK_PENDING,
         )
 
     async def _pause(self, delay: float) -> None:
@@ -180,21 +163,23 @@ class DurableServer:
 
     # --- one message -----------------------------------------------------------------
 
-    async def _one(self, msg: Msg) -> None:
+    async def _one(self, msg: JetMsg, started: float) -> None:
         slot = _Slot(self.slots)
+        reply: list[Ok | Err] = []
         try:
             async with _settled(msg, self.qualname):
-                await self._handle(msg, slot)
+                await self._handle(msg, slot, reply)
         finally:
             slot.release()
-            self.end()
+            self.meter.end(started, reply[0] if reply else None)
 
-    async def _handle(self, msg: Msg, slot: _Slot) -> None:
+    async def _handle(self, msg: JetMsg, slot: _Slot, ran: list[Ok | Err]) -> None:
         assert self._results is not None
         try:
             call = _checked(decode(msg.data, DurableCall))
         except (BadMessage, RequestError) as exc:
             log.error("%s: dropping a malformed durable call: %s", self.qualname, exc)
+            self.meter.failed()
             await msg.term()
             return
         token = subjects.call_token(call.call_id)
@@ -207,42 +192,36 @@ class DurableServer:
             reply = await self._run(msg, call)
             # The slot bounds running calls; storing and acking overlap the next one.
             slot.release()
-            self.count(reply)
+            ran.append(reply)
             stored = await self._store(key, self._encode(reply))
         if call.flow:
             await self._forward(call, token, stored)
         await msg.ack()
 
-    async def _run(self, msg: Msg, call: DurableCall) -> Ok | Err:
+    async def _run(self, msg: JetMsg, call: DurableCall) -> Ok | Err:
         """Invoke the mote, telling JetStream it is still in progress while it runs."""
-        if self.handler.is_async:
-            work = self.handler.invoke(call.args, call.kwargs, call.timeout_ms)
-        else:
-            work = asyncio.to_thread(self.handler.invoke_sync, call.args, call.kwargs)
+        work = self.host.invoke(call.args, call.kwargs, call.timeout_ms, offload=True)
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(work)
             while True:
-                done, _ = await asyncio.wait({task}, timeout=ACK_WAIT_S / 2)
+                done, _ = await asyncio.wait({task}, timeout=self.timing.ack_wait_s / 2)
                 if done:
                     break
                 try:
                     await msg.in_progress()
-                except nats.errors.Error as exc:  # the call goes on; at worst it is redelivered
-                    log.debug("%s: in progress: %r", self.qualname, exc)
+                except RetryableError as exc:  # the call goes on; at worst it is redelivered
+                    log.debug("%s: in progress: %s", self.qualname, exc)
         return task.result()
 
     def _encode(self, reply: Ok | Err) -> bytes:
         if isinstance(reply, Ok):
-            return encode_value_reply(reply.value, self.lattice.max_payload, self.qualname)
+            return encode_value_reply(reply.value, self.bus.max_payload, self.qualname)
         return encode(reply)
 
     async def _stored(self, key: str) -> bytes | None:
         assert self._results is not None
-        try:
-            entry = await self._results.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        return entry.value or None
+        entry = await self._results.get(key)
+        return (entry.value or None) if entry is not None else None
 
     async def _store(self, key: str, data: bytes) -> bytes:
         """Store a result unless one is there already; return the one that stands."""
@@ -250,7 +229,7 @@ class DurableServer:
         try:
             await self._results.create(key, data)
             return data
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except Conflict:
             first = await self._stored(key)
             return first if first is not None else data
 
@@ -279,11 +258,11 @@ class DurableServer:
             done=[*call.done, self.mote],
         )
         data = encode(onward)
-        if len(data) > self.lattice.max_payload:
+        if len(data) > self.bus.max_payload:
             err = PayloadTooLarge(
                 f"the result of {self.qualname} for flow {call.flow}",
                 len(data),
-                self.lattice.max_payload,
+                self.bus.max_payload,
             )
             await self._store(
                 subjects.flow_result_key(self.app, call.flow, token), encode_error(err)
@@ -291,20 +270,17 @@ class DurableServer:
             return
         # The message id makes a repeat of this forward (after a crash before our ack) a
         # no-op on the stream: the next stage sees the item once.
-        await self.js.publish(
+        await self.bus.publish_durable(
             subjects.durable(self.app, nxt),
             data,
-            headers={"Nats-Msg-Id": subjects.stage_result_key(self.app, call.flow, nxt, token)},
+            msg_id=subjects.stage_result_key(self.app, call.flow, nxt, token),
         )
 
     async def _flow_def(self, flow: str) -> list[str] | None:
         """The flow's current stages, read for every item: a rewiring applies at once."""
         assert self._flows is not None
-        try:
-            entry = await self._flows.get(subjects.flow_kv_key(self.app, flow))
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        if not entry.value:
+        entry = await self._flows.get(subjects.flow_kv_key(self.app, flow))
+        if entry is None or not entry.value:
             return None
         try:
             return decode(entry.value, FlowDef).stages
@@ -336,7 +312,7 @@ class _Slot:
 
 
 @asynccontextmanager
-async def _settled(msg: Msg, qualname: str) -> AsyncIterator[None]:
+async def _settled(msg: JetMsg, qualname: str) -> AsyncIterator[None]:
     """Nak the message if serving it fails, so it is redelivered instead of lost.
 
     A bug or a lattice error costs one redelivery (after a second), never the worker.
@@ -352,16 +328,8 @@ async def _settled(msg: Msg, qualname: str) -> AsyncIterator[None]:
         await _nak(msg, 1.0)
 
 
-async def _unsubscribe(sub: JetStreamContext.PullSubscription | None) -> None:
-    if sub is not None:
-        try:
-            await sub.unsubscribe()
-        except (nats.errors.Error, ValueError) as exc:
-            log.debug("unsubscribe: %r", exc)
-
-
-async def _nak(msg: Msg, delay: float) -> None:
+async def _nak(msg: JetMsg, delay: float) -> None:
     try:
-        await msg.nak(delay=delay or None)
-    except (nats.errors.Error, nats.js.errors.Error) as exc:
+        await msg.nak(delay)
+    except RetryableError as exc:
         log.debug("nak: %s (the ack wait redelivers it)", exc)

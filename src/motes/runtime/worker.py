@@ -1,48 +1,39 @@
-"""The worker process: one mote instance, talking to NATS directly (no hop via the agent).
+"""The worker process: the trusted shell around one mote instance's ``Sandbox``.
 
 A node agent starts workers warm (runtime imported, connected, waiting on
-``motes.w.{wid}``) and later sends one a ``WorkerAssign``: the worker loads the bundle,
-subscribes to the mote's subject, flushes (so the subscription is live on the server) and
-only then answers ready. Malformed bytes on the mote's subject get an error reply; they
-never crash the worker. A function mote's instance also serves its durable calls, pulled
-from the work queue (``durable.py``).
+``motes.w.{wid}``) and later sends one a ``WorkerAssign``. The shell then gives the
+instance's user code its own configuration (``MOTES_CONFIG``: what a mote's own
+``motes.connect()`` reads, scoped to the app, never the node's), has the host load the
+bundle, subscribes to the mote's subject, flushes (so the subscription is live on the
+server) and only then answers ready.
 
-Run as ``python -m motes.runtime.worker --url URL --wid WID --node NODE``.
+The shell owns everything that talks to the lattice: subscriptions (each read by a task
+of the worker's TaskGroup), the durable consumer (``durable.py``), actor persistence
+(``actors.py``), reply encoding and size checks, and the ``CallMeter`` every call path
+goes through. Malformed bytes on the mote's subject get an error reply; they never crash
+the worker.
+
+Run as ``python -m motes.runtime.worker --config FILE --wid WID``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.metadata
-import json
+import enum
 import logging
 import os
-import re
-import signal
-import sys
-import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import nats.errors
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
-from .._proc import run_main
-from ..app.bundle import MANIFEST, find_app
-from ..errors import BadApp, BadMessage, FatalError, MotesError
-from ..wire import subjects
-from ..wire.bus import Lattice, watch_key
-from ..wire.codec import (
-    decode,
-    decode_request,
-    encode,
-    encode_error,
-    encode_value_reply,
-)
+from .._proc import process_main
+from ..config import Config, load_config, write_config
+from ..errors import BadApp, BadMessage, FatalError, MotesError, RetryableError
+from ..meter import CallMeter
+from ..sandbox import Sandbox, host_for
+from ..wire import resources, subjects
+from ..wire.bus import Bus, Message, Subscription
+from ..wire.codec import decode, decode_request, encode, encode_error, encode_value_reply
 from ..wire.messages import (
     ActorCall,
     Batch,
@@ -58,68 +49,98 @@ from ..wire.messages import (
     WorkerQuery,
     WorkerStop,
 )
-from .actors import ActorHost
+from .actors import Actors
 from .durable import DurableServer
-from .handlers import Handler
 
-__all__ = ["Worker", "main"]
+__all__ = ["Worker", "WorkerState", "main"]
 
 log = logging.getLogger(__name__)
 _DEFAULT_ASYNC_CONCURRENCY = 64
-_STATUS_EVERY_S = 0.5
+
+_Serve = Callable[[Message], Awaitable[tuple[Ok | Err | None, int]]]
+"""Serves one message: (the reply counted as served, or None; bytes sent back)."""
+
+
+class WorkerState(enum.StrEnum):
+    WARM = "warm"
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
 
 
 class Worker:
     """Serves one instance. ``run`` returns when the worker has been told to stop."""
 
-    def __init__(self, lattice: Lattice, wid: str, node: str) -> None:
-        self.lattice = lattice
-        self.nc = lattice.nc
+    def __init__(
+        self,
+        bus: Bus,
+        config: Config,
+        wid: str,
+        *,
+        hosts: Callable[[InstanceSpec, str], Sandbox] = host_for,
+        mote_config: bool = True,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
+        """``hosts`` picks the Sandbox for an instance; ``mote_config``: give user code
+        its own ``MOTES_CONFIG`` (off where user code shares a process with others, as in
+        tests); ``stopping``: set it to drain (the process's signal handler does)."""
+        self.bus = bus
+        self.config = config
+        self.timing = config.timing
         self.wid = wid
-        self.node = node
+        self.node = config.node.id
         self.spec: InstanceSpec | None = None
-        self.state = "warm"
-        self.inflight = 0
-        self._peak = 0  # most calls held at once (running + queued) since the last report
-        self.served = 0
-        self.failed = 0
+        self.state = WorkerState.WARM
+        self.meter = CallMeter()
+        self._hosts = hosts
+        self._mote_config = mote_config
         self._subs: list[Subscription] = []
-        self._stop = asyncio.Event()
-        self._grace = 10.0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._stop = stopping or asyncio.Event()
+        self._grace = config.timing.stop_grace_s
         self._tg: asyncio.TaskGroup | None = None
-        self._handler: Handler | None = None
-        self._actors: ActorHost | None = None
+        self._host: Sandbox | None = None
+        self._actors: Actors | None = None
         self._slots: asyncio.Semaphore | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            ctl = await self.nc.subscribe(subjects.worker(self.wid), cb=self._on_control)
-            await self.nc.flush()
-            tg.create_task(self._report_status())
-            await self._stop.wait()
-            self.state = "draining"
-            # Drain, not unsubscribe: calls already delivered to us are served, not dropped.
-            await asyncio.gather(*(_drain(sub) for sub in self._subs))
-            try:
-                async with asyncio.timeout(self._grace):
-                    await self._idle.wait()
-            except TimeoutError:
-                log.warning("%s: %d calls still running at stop", self.wid, self.inflight)
-            await ctl.unsubscribe()
-            self.state = "stopped"
-            raise _Stopped
-        # not reached: _Stopped ends the group
+    async def run(self, *, started: asyncio.Event | None = None) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                ctl = await self.bus.subscribe(subjects.worker(self.wid))
+                tg.create_task(self._control(ctl))
+                await self.bus.flush()
+                tg.create_task(self._report_status())
+                if started is not None:
+                    started.set()
+                await self._stop.wait()
+                self.state = WorkerState.DRAINING
+                # Drain, not unsubscribe: calls already delivered to us are served.
+                await asyncio.gather(*(_drain(sub) for sub in self._subs))
+                if not await self.meter.idle(self._grace):
+                    log.warning("%s: %d calls still running at stop", self.wid, self.meter.inflight)
+                await ctl.unsubscribe()
+                self.state = WorkerState.STOPPED
+                raise _Stopped
+        except* _Stopped:
+            pass
+        finally:
+            if self._host is not None:
+                await self._host.close()
 
-    def stop(self, grace: float = 10.0) -> None:
-        self._grace = grace
+    def stop(self, grace: float | None = None) -> None:
+        if grace is not None:
+            self._grace = grace
         self._stop.set()
 
-    async def _on_control(self, msg: Msg) -> None:
+    async def _control(self, sub: Subscription) -> None:
+        async for msg in sub:
+            await self._on_control(msg)
+
+    async def _on_control(self, msg: Message) -> None:
         try:
             # A Union is a valid msgspec type, but not a `type[T]` to mypy.
             ctl: WorkerControl = decode(msg.data, WorkerControl)  # type: ignore[arg-type]
@@ -135,7 +156,7 @@ class Worker:
             try:
                 await self._assign(ctl)
             except MotesError as exc:
-                self.state = "failed"
+                self.state = WorkerState.FAILED
                 await self._respond(msg, encode_error(exc))
                 self.stop(0)
                 return
@@ -143,35 +164,36 @@ class Worker:
 
     def status(self) -> InstanceStatus:
         spec = self.spec
+        queued = sum(sub.pending for sub in self._subs)
+        usage = self.meter.usage
         return InstanceStatus(
             iid=spec.iid if spec else "",
             app=spec.app if spec else "",
             mote=spec.mote if spec else "",
             digest=spec.digest if spec else "",
             node=self.node,
-            state=self.state,
+            state=str(self.state),
             pid=os.getpid(),
-            inflight=self.inflight,
-            queued=max(self._peak, self.inflight + self._queued()) - self.inflight,
-            served=self.served,
-            failed=self.failed,
+            inflight=self.meter.inflight,
+            queued=self.meter.take_peak(queued) - self.meter.inflight,
+            served=usage.served,
+            failed=usage.failed,
         )
 
     async def _report_status(self) -> None:
-        """Tell the agent our load twice a second while it changes (heartbeats, autoscaling)."""
+        """Tell the agent our load while it changes (its heartbeats, the autoscaler)."""
         last: InstanceStatus | None = None
         while True:
-            await asyncio.sleep(_STATUS_EVERY_S)
+            await asyncio.sleep(self.timing.status_s)
             if self.spec is None:
                 continue
             now = self.status()
-            self._peak = 0
-            if now != last and not self.nc.is_closed:
-                await self.nc.publish(subjects.instance_load(self.node), encode(now))
+            if now != last and not self.bus.closed:
+                try:
+                    await self.bus.publish(subjects.instance_load(self.node), encode(now))
+                except RetryableError as exc:
+                    log.debug("status: %s", exc)
                 last = now
-
-    def _queued(self) -> int:
-        return sum(sub.pending_msgs for sub in self._subs)
 
     # --- loading -------------------------------------------------------------------------
 
@@ -180,49 +202,61 @@ class Worker:
             raise BadApp(f"worker {self.wid} already serves {self.spec.iid}")
         spec = assign.spec
         self.spec = spec
-        self.state = "loading"
-        target = self._load_target(assign)
-        qualname = f"{spec.app}.{spec.mote}"
+        self.state = WorkerState.LOADING
+        if self._mote_config:
+            self._give_mote_its_config(spec)
+        host = self._host = self._hosts(spec, self.node)
+        await host.load(Path(assign.bundle_dir), spec)
+        assert self._tg is not None
         if spec.kind == "actor":
-            kv = await self.lattice.kv(subjects.KV_ACTORS)
-            self._actors = ActorHost(target, spec.app, spec.mote, self.node, kv)
+            self._actors = Actors(host, spec.app, spec.mote, await self.bus.kv(resources.ACTORS))
             for shard in spec.shards:
                 # A queue group: if two instances hold a shard for a moment, one gets each call.
-                sub = await self.nc.subscribe(
+                sub = await self.bus.subscribe(
                     subjects.actor(spec.app, spec.mote, shard),
                     queue=subjects.call_queue(spec.app, spec.mote),
-                    cb=self._on_actor_call,
                 )
                 self._subs.append(sub)
+                self._tg.create_task(self._serve_actor_calls(sub))
         else:
-            self._handler = Handler(target, qualname, self.node)
             limit = spec.concurrency or _DEFAULT_ASYNC_CONCURRENCY
-            if self._handler.is_async and limit > 1:
+            if host.is_async and limit > 1:
                 self._slots = asyncio.Semaphore(limit)  # else None: one call at a time, inline
-            sub = await self.nc.subscribe(
+            sub = await self.bus.subscribe(
                 subjects.call(spec.app, spec.mote),
                 queue=subjects.call_queue(spec.app, spec.mote),
-                cb=self._on_call,
-                pending_msgs_limit=1_000_000,
+                pending=1_000_000,
             )
             self._subs.append(sub)
+            self._tg.create_task(self._serve_calls(sub))
             durable = DurableServer(
-                self.lattice,
+                self.bus,
                 spec,
-                self._handler,
+                host,
+                meter=self.meter,
+                timing=self.timing,
                 stopping=self._stop,
                 slots=self._slots,
-                begin=self._begin,
-                end=self._end,
-                count=self._count,
             )
-            assert self._tg is not None
             self._tg.create_task(durable.run())
-        await self.nc.flush()
-        assert self._tg is not None
+        await self.bus.flush()
         self._tg.create_task(self._fence(spec))
-        self.state = "ready"
-        print(f"serving {qualname} ({spec.digest[7:19]}) as {spec.iid}", flush=True)
+        self.state = WorkerState.READY
+        print(f"serving {spec.app}.{spec.mote} ({spec.digest[7:19]}) as {spec.iid}", flush=True)
+
+    def _give_mote_its_config(self, spec: InstanceSpec) -> None:
+        """What user code's own ``motes.connect()`` reads: this lattice, this node's
+        cache and shares (read-only), and no more of the node's settings than that."""
+        node = self.config.node
+        mote = Config(
+            home=node.home,
+            lattice=self.config.lattice,
+            timing=self.config.timing,
+            node=node,
+            store=self.config.store,
+        )
+        path = Path(node.home or ".") / "run" / f"{self.wid}.mote.json"
+        os.environ["MOTES_CONFIG"] = str(write_config(mote, path))
 
     async def _fence(self, spec: InstanceSpec) -> None:
         """Stop serving once our node's assignment no longer lists this instance.
@@ -230,142 +264,94 @@ class Worker:
         The agent stops us too; this covers an agent that is hung or cut off while we are
         not: a node declared lost comes back to an assignment without us, and we go.
         """
-        kv = await self.lattice.kv(subjects.KV_PLACE)
-        async for value in watch_key(kv, self.node):
-            try:
-                listed = value is not None and any(
-                    i.iid == spec.iid for i in decode(value, NodeAssignment).instances
-                )
-            except BadMessage:
-                continue
-            if not listed:
-                print(f"{spec.iid} is no longer assigned here: draining", flush=True)
-                self.stop()
-                return
-
-    def _load_target(self, assign: WorkerAssign) -> Any:
-        spec = assign.spec
-        check_requirements(Path(assign.bundle_dir))
-        sys.path.insert(0, assign.bundle_dir)
-        try:
-            module = importlib.import_module(spec.module)
-            app = find_app(module, spec.app)
-            return app.target(spec.mote)
-        except MotesError:
-            raise
-        except Exception as exc:
-            tb = traceback.format_exc()
-            print(tb, file=sys.stderr, flush=True)
-            raise BadApp(
-                f"loading {spec.app}.{spec.mote} failed: {type(exc).__name__}: {exc}"
-            ) from None
+        kv = await self.bus.kv(resources.PLACE)
+        async with await kv.watch(self.node) as watch:
+            async for entry in watch:
+                try:
+                    listed = entry.value is not None and any(
+                        i.iid == spec.iid for i in decode(entry.value, NodeAssignment).instances
+                    )
+                except BadMessage:
+                    continue
+                if not listed:
+                    print(f"{spec.iid} is no longer assigned here: draining", flush=True)
+                    self.stop()
+                    return
 
     # --- serving -------------------------------------------------------------------------
 
-    async def _on_call(self, msg: Msg) -> None:
-        """The subscription's callback: nats-py awaits it before delivering the next message."""
+    async def _serve_calls(self, sub: Subscription) -> None:
         assert self._tg is not None
-        self._begin()
-        if self._slots is None:
-            try:
-                await self._guard(msg, self._serve_call)
-            finally:
-                self._end()
-            return
-        await self._slots.acquire()  # at capacity, stop reading: calls queue at the server side
-        self._tg.create_task(self._serve_call_then_release(msg))
+        meter = self.meter
+        async for msg in sub:
+            started = meter.begin(sub.pending, len(msg.data))
+            if self._slots is None:
+                await self._guard(msg, started, self._serve_call)
+                continue
+            await self._slots.acquire()  # at capacity, stop reading: calls queue at the server
+            self._tg.create_task(self._serve_call_then_release(msg, started))
 
-    async def _serve_call_then_release(self, msg: Msg) -> None:
+    async def _serve_call_then_release(self, msg: Message, started: float) -> None:
         assert self._slots is not None
         try:
-            await self._guard(msg, self._serve_call)
+            await self._guard(msg, started, self._serve_call)
         finally:
             self._slots.release()
-            self._end()
 
-    async def _guard(self, msg: Msg, serve: Callable[[Msg], Awaitable[None]]) -> None:
+    async def _guard(self, msg: Message, started: float, serve: _Serve) -> None:
         """A bug in serving one call costs that call an error reply, never the worker."""
+        reply: Ok | Err | None = None
+        out = 0
         try:
-            await serve(msg)
+            reply, out = await serve(msg)
         except Exception as exc:
             log.exception("%s: serving a call failed", self._qualname())
-            self.failed += 1
-            await self._respond(msg, encode_error(FatalError(f"worker {self.wid}: {exc!r}")))
+            self.meter.failed()
+            out = await self._respond(msg, encode_error(FatalError(f"worker {self.wid}: {exc!r}")))
+        finally:
+            self.meter.end(started, reply, out)
 
-    async def _serve_call(self, msg: Msg) -> None:
-        assert self._handler is not None
-        handler = self._handler
+    async def _serve_call(self, msg: Message) -> tuple[Ok | Err | None, int]:
+        host = self._host
+        assert host is not None
         try:
             req = decode_request(msg.data)
         except BadMessage as exc:
-            self.failed += 1
-            await self._respond(msg, encode_error(exc))
-            return
+            self.meter.failed()
+            return None, await self._respond(msg, encode_error(exc))
         if isinstance(req, Call):
-            reply = await handler.invoke(req.args, req.kwargs, req.timeout_ms)
-            self._count(reply)
-            await self._respond(msg, self._encode_reply(reply))
-        elif isinstance(req, Batch):
-            if handler.is_async:
-                results = list(
-                    await asyncio.gather(
-                        *(handler.invoke(a, {}, req.timeout_ms) for a in req.items)
-                    )
-                )
-            else:
-                results = [handler.invoke_sync(a, {}) for a in req.items]
+            reply = await host.invoke(req.args, req.kwargs, req.timeout_ms)
+            return reply, await self._respond(msg, self._encode_reply(reply))
+        if isinstance(req, Batch):
+            results = await host.invoke_batch(req.items, req.timeout_ms)
             for r in results:
-                self._count(r)
-            await self._respond(msg, self._encode_batch(results))
-        else:
-            self.failed += 1
-            err = BadMessage(f"{handler.qualname} is not an actor: call it without a key")
-            await self._respond(msg, encode_error(err))
+                self.meter.count(r)
+            return None, await self._respond(msg, self._encode_batch(results))
+        self.meter.failed()
+        err = BadMessage(f"{self._qualname()} is not an actor: call it without a key")
+        return None, await self._respond(msg, encode_error(err))
 
-    async def _on_actor_call(self, msg: Msg) -> None:
-        assert self._actors is not None and self._tg is not None
-        self._begin()
-        self._tg.create_task(self._guard(msg, self._serve_actor))
+    async def _serve_actor_calls(self, sub: Subscription) -> None:
+        assert self._tg is not None
+        async for msg in sub:
+            started = self.meter.begin(sub.pending, len(msg.data))
+            self._tg.create_task(self._guard(msg, started, self._serve_actor))
 
-    async def _serve_actor(self, msg: Msg) -> None:
+    async def _serve_actor(self, msg: Message) -> tuple[Ok | Err | None, int]:
         assert self._actors is not None
         try:
-            try:
-                req = decode_request(msg.data)
-                if not isinstance(req, ActorCall):
-                    raise BadMessage(f"{self._actors.qualname} is an actor: call it by key")
-            except BadMessage as exc:
-                self.failed += 1
-                await self._respond(msg, encode_error(exc))
-                return
-            reply = await self._actors.call(req)
-            self._count(reply)
-            await self._respond(msg, self._encode_reply(reply))
-        finally:
-            self._end()
-
-    def _begin(self) -> None:
-        # The load is sampled here, as each call starts, not only when the status is taken:
-        # a sync mote holds the event loop while it runs, and nats-py hands it the queued
-        # calls one after another without yielding, so a status taken between calls would
-        # always see an empty queue however long it is.
-        self.inflight += 1
-        self._peak = max(self._peak, self.inflight + self._queued())
-        self._idle.clear()
-
-    def _end(self) -> None:
-        self.inflight -= 1
-        if self.inflight == 0:
-            self._idle.set()
-
-    def _count(self, reply: Ok | Err) -> None:
-        self.served += 1
-        if isinstance(reply, Err):
-            self.failed += 1
+            req = decode_request(msg.data)
+            if not isinstance(req, ActorCall):
+                raise BadMessage(f"{self._actors.qualname} is an actor: call it by key")
+        except BadMessage as exc:
+            self.meter.failed()
+            return None, await self._respond(msg, encode_error(exc))
+        reply = await self._actors.call(req)
+        return reply, await self._respond(msg, self._encode_reply(reply))
 
     def _encode_reply(self, reply: Ok | Err) -> bytes:
         if isinstance(reply, Ok):
-            return encode_value_reply(reply.value, self.lattice.max_payload, self._qualname())
+            return encode_value_reply(reply.value, self.bus.max_payload, self._qualname())
         return encode(reply)
 
     def _encode_batch(self, results: list[Ok | Err]) -> bytes:
@@ -386,55 +372,27 @@ class Worker:
     def _qualname(self) -> str:
         return f"{self.spec.app}.{self.spec.mote}" if self.spec else self.wid
 
-    async def _respond(self, msg: Msg, data: bytes) -> None:
-        if msg.reply and not self.nc.is_closed:
-            limit = self.lattice.max_payload
-            if len(data) > limit:
-                data = encode_error(
-                    BadMessage(f"reply of {len(data)} bytes exceeds the {limit}-byte limit")
-                )
-            await self.nc.publish(msg.reply, data)
-
-
-_REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*([^;]*)")
-
-
-def check_requirements(bundle_dir: Path) -> None:
-    """Fail the load, naming what is missing, if a declared requirement is not installed."""
-    manifest = json.loads((bundle_dir / MANIFEST).read_text())
-    missing: list[str] = []
-    for req in manifest.get("requirements", []):
-        m = _REQUIREMENT.match(req)
-        if m is None:
-            missing.append(f"{req} (unparseable)")
-            continue
-        name, spec = m.group(1), m.group(2).strip()
+    async def _respond(self, msg: Message, data: bytes) -> int:
+        """Reply (if the caller asked for one); returns the bytes sent."""
+        if not msg.reply or self.bus.closed:
+            return 0
+        limit = self.bus.max_payload
+        if len(data) > limit:
+            data = encode_error(
+                BadMessage(f"reply of {len(data)} bytes exceeds the {limit}-byte limit")
+            )
         try:
-            version = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(req)
-            continue
-        if spec and not _satisfies(version, spec):
-            missing.append(f"{req} (installed: {version})")
-    if missing:
-        raise BadApp(f"requirements not installed on this node: {', '.join(missing)}")
-
-
-def _satisfies(version: str, spec: str) -> bool:
-    try:
-        from packaging.specifiers import InvalidSpecifier, SpecifierSet
-    except ImportError:  # without packaging, presence is all we can check
-        return True
-    try:
-        return SpecifierSet(spec).contains(version, prereleases=True)
-    except InvalidSpecifier:
-        return False
+            await self.bus.publish(msg.reply, data)
+        except RetryableError as exc:
+            log.debug("reply to %s: %s", msg.subject, exc)
+            return 0
+        return len(data)
 
 
 async def _drain(sub: Subscription) -> None:
     try:
         await sub.drain()
-    except nats.errors.Error as exc:  # connection gone: nothing more will arrive anyway
+    except RetryableError as exc:  # connection gone: nothing more will arrive anyway
         log.debug("drain: %s", exc)
 
 
@@ -442,29 +400,25 @@ class _Stopped(Exception):
     """Ends the worker's task group once draining is done."""
 
 
-async def _main(url: str, wid: str, node: str) -> None:
-    lattice = await Lattice.connect(url, name=f"worker {wid}")
-    worker = Worker(lattice, wid, node)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+async def _main(config: Config, wid: str, draining: asyncio.Event) -> None:
+    from ..wire._nats import NatsBus
+
+    bus = await NatsBus.connect(config.lattice, name=f"worker {wid}")
     try:
-        await worker.run()
-    except* _Stopped:
-        pass
+        await Worker(bus, config, wid, stopping=draining).run()
     finally:
-        await lattice.close()
+        await bus.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="motes-worker")
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--config", required=True, help="the worker's settings (a 0600 file)")
     parser.add_argument("--wid", required=True)
-    parser.add_argument("--node", required=True)
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("nats").setLevel(logging.CRITICAL)
-    run_main(_main(ns.url, ns.wid, ns.node))
+    config = load_config(env={"MOTES_CONFIG": ns.config})
+    process_main(lambda draining: _main(config, ns.wid, draining))
 
 
 if __name__ == "__main__":

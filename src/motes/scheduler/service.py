@@ -6,6 +6,10 @@ leader's key vanishes and another candidate's create succeeds. The leader's epoc
 lease revision it won with. It writes node assignments with compare-and-set on the
 revision it last saw: if another leader wrote in between, the write fails and this one
 steps down instead of fighting.
+
+Each command it executes is also published on ``motes.ev.sched`` (``SchedEvent``), in
+order, after its effect is written: what ``Mesh.events()`` reports as node losses and
+placements.
 """
 
 from __future__ import annotations
@@ -14,15 +18,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
+from typing import Any
 
 from ..config import Timing
-from ..errors import BadMessage
-from ..wire import subjects
-from ..wire.bus import Lattice
+from ..errors import BadMessage, Conflict, MotesError, RetryableError
+from ..wire import resources, subjects
+from ..wire.bus import Bus, Message, Subscription
 from ..wire.codec import decode, encode
 from ..wire.lease import Lease, LeaseLost
 from ..wire.messages import (
@@ -30,6 +31,7 @@ from ..wire.messages import (
     MoteQuery,
     NodeAssignment,
     NodeRecord,
+    SchedEvent,
 )
 from ..wire.messages import (
     Heartbeat as HeartbeatMsg,
@@ -63,9 +65,9 @@ class SchedulerService:
     """Campaigns for leadership forever; while leader, runs the placement loop."""
 
     def __init__(
-        self, lattice: Lattice, node_id: str, timing: Timing, clock: Callable[[], float] = time.time
+        self, bus: Bus, node_id: str, timing: Timing, clock: Callable[[], float] = time.time
     ) -> None:
-        self.lattice = lattice
+        self.bus = bus
         self.node_id = node_id
         self.timing = timing
         self.clock = clock
@@ -79,46 +81,31 @@ class SchedulerService:
         """When each node was last heard, kept while not leading too."""
 
     async def run(self) -> None:
-        kv = await self.lattice.lease_kv(self.timing.lease_ttl_s)
-        lease = Lease(kv, subjects.LEASE_KEY, self.node_id)
+        kv = await self.bus.kv(resources.lease(self.timing.lease_ttl_s))
+        lease = Lease(kv, subjects.LEASE_KEY, self.node_id, self.timing.lease_ttl_s)
         # Candidates listen to heartbeats too: a new leader then knows who has been
         # silent, and declares a node that died with the old leader lost without
         # waiting a whole failure timeout more.
-        await self.lattice.nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
-        while True:
-            epoch = await self._campaign(lease)
-            log.info("scheduler: %s is leader (epoch %d)", self.node_id, epoch)
-            self._lease = lease
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._renew())
-                    tg.create_task(self._lead(epoch))
-            except* LeaseLost:
-                log.warning("scheduler: %s lost the lease; campaigning again", self.node_id)
-            finally:
-                self.is_leader = False
-                self.state = None
-
-    async def _campaign(self, lease: Lease) -> int:
-        while True:
-            try:
-                if await lease.acquire():
-                    return lease.revision
-            except (
-                nats.errors.TimeoutError,
-                nats.errors.ConnectionClosedError,
-                nats.errors.ConnectionReconnectingError,
-            ):
-                pass
-            await asyncio.sleep(self.timing.lease_ttl_s / 4)
-
-    async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(self.timing.lease_ttl_s / 4)
-            try:
-                await self._hold_lease()
-            except nats.errors.TimeoutError:
-                continue  # the server may still hold our lease; the next renew tells
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._heartbeats(await self.bus.subscribe(subjects.HEARTBEATS)))
+            while True:
+                epoch = await lease.campaign()
+                log.info("scheduler: %s is leader (epoch %d)", self.node_id, epoch)
+                self._lease = lease
+                try:
+                    async with asyncio.TaskGroup() as leading:
+                        leading.create_task(lease.hold())
+                        leading.create_task(self._lead(epoch))
+                except* LeaseLost:
+                    log.warning("scheduler: %s lost the lease; campaigning again", self.node_id)
+                except* RetryableError as group:
+                    # The lattice went away under us: whoever holds the lease once it is
+                    # back leads (maybe us again, from the lattice's state).
+                    log.warning("scheduler: stepping down: %s", group.exceptions[0])
+                    lease.release()
+                finally:
+                    self.is_leader = False
+                    self.state = None
 
     async def _hold_lease(self) -> None:
         """Renew the lease, proving we still lead; LeaseLost if another node does.
@@ -126,12 +113,22 @@ class SchedulerService:
         assert self._lease is not None
         await self._lease.renew()
 
+    async def _snapshot(self, bucket: resources.BucketSpec) -> dict[str, tuple[bytes, int]]:
+        kv = await self.bus.kv(bucket)
+        return {k: (e.value or b"", e.revision) for k, e in (await kv.items()).items()}
+
     async def _lead(self, epoch: int) -> None:
-        nodes = await self.lattice.kv_values(subjects.KV_NODES, NodeRecord)
-        apps = await self.lattice.kv_values(subjects.KV_APPS, AppRecord)
-        placed = await self.lattice.kv_values(subjects.KV_PLACE, NodeAssignment)
+        nodes = {
+            k: decode(v, NodeRecord)
+            for k, (v, _) in (await self._snapshot(resources.NODES)).items()
+        }
+        apps = {
+            k: decode(v, AppRecord) for k, (v, _) in (await self._snapshot(resources.APPS)).items()
+        }
+        raw = await self._snapshot(resources.PLACE)
+        placed = {k: decode(v, NodeAssignment) for k, (v, _) in raw.items()}
         ctx = await self._context()
-        self._revs = {k: rev for k, (_, rev) in placed.items()}
+        self._revs = {k: rev for k, (_, rev) in raw.items()}
         state = SchedulerState(failure_timeout=self.timing.failure_timeout_s)
         self.state = state
         self._events = asyncio.Queue()
@@ -141,9 +138,9 @@ class SchedulerService:
                 Elected(
                     now=self.clock(),
                     epoch=epoch,
-                    nodes={k: v for k, (v, _) in nodes.items()},
-                    apps={k: v for k, (v, _) in apps.items()},
-                    assignments={k: v for k, (v, _) in placed.items()},
+                    nodes=nodes,
+                    apps=apps,
+                    assignments=placed,
                     presence=ctx.get(subjects.PRESENCE_KEY),
                     seen=dict(self._seen),
                     drained=frozenset(
@@ -152,17 +149,16 @@ class SchedulerService:
                 )
             )
         )
-        nc = self.lattice.nc
-        subs = [
-            await nc.subscribe(subjects.SCHED_WHY, cb=self._on_why),
-            await nc.subscribe(subjects.SCHED_DEMAND, cb=self._on_demand),
-        ]
+        why = await self.bus.subscribe(subjects.SCHED_WHY)
+        demand = await self.bus.subscribe(subjects.SCHED_DEMAND)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._watch(subjects.KV_NODES, self._node_event))
-                tg.create_task(self._watch(subjects.KV_APPS, self._app_event))
-                tg.create_task(self._watch(subjects.KV_CTX, self._ctx_event))
-                tg.create_task(self._watch(subjects.KV_HOLDINGS, self._holdings_event))
+                tg.create_task(self._serve(why, self._on_why))
+                tg.create_task(self._serve_each(demand, self._on_demand, tg))
+                tg.create_task(self._watch(resources.NODES, self._node_event))
+                tg.create_task(self._watch(resources.APPS, self._app_event))
+                tg.create_task(self._watch(resources.CTX, self._ctx_event))
+                tg.create_task(self._watch(resources.HOLDINGS, self._holdings_event))
                 tg.create_task(self._ticks())
                 while True:
                     event = await self._events.get()
@@ -178,11 +174,22 @@ class SchedulerService:
                     if done is not None and not done.done():
                         done.set_result(None)
         finally:
-            for sub in subs:
+            for sub in (why, demand):
                 await sub.unsubscribe()
 
+    async def _serve(self, sub: Subscription, handle: Callable[[Message], Any]) -> None:
+        async for msg in sub:
+            await handle(msg)
+
+    async def _serve_each(
+        self, sub: Subscription, handle: Callable[[Message], Any], tg: asyncio.TaskGroup
+    ) -> None:
+        """Handle each message in its own task (the handler waits for the state machine)."""
+        async for msg in sub:
+            tg.create_task(handle(msg))
+
     async def _execute(self, commands: list[Command]) -> None:
-        kv = await self.lattice.kv(subjects.KV_PLACE)
+        kv = await self.bus.kv(resources.PLACE)
         if any(isinstance(c, Assign) for c in commands):
             # A leader that stalled (a frozen laptop) may wake up deposed: check before
             # writing, so its stale decisions never reach a node key the new leader
@@ -196,13 +203,14 @@ class SchedulerService:
                     cmd.silent_s,
                     cmd.cause,
                 )
+                await self._tell(SchedEvent(kind="node_lost", node=cmd.node, cause=cmd.cause))
             elif isinstance(cmd, Assign):
                 a = cmd.assignment
                 try:
                     self._revs[a.node] = await kv.update(
                         a.node, encode(a), last=self._revs.get(a.node, 0)
                     )
-                except nats.js.errors.KeyWrongLastSequenceError as exc:
+                except Conflict as exc:
                     raise LeaseLost(
                         f"assignment of {a.node} was written by another leader"
                     ) from exc
@@ -212,26 +220,30 @@ class SchedulerService:
                     ", ".join(f"{i.app}.{i.mote}/{i.iid}" for i in a.instances) or "nothing",
                     cmd.cause,
                 )
+                await self._tell(
+                    SchedEvent(kind="placed", node=a.node, cause=cmd.cause, assignment=a)
+                )
+
+    async def _tell(self, event: SchedEvent) -> None:
+        """Publish a decision for ``Mesh.events()``; a lost event never stops the leader."""
+        try:
+            await self.bus.publish(subjects.EVENTS_SCHED, encode(event))
+        except MotesError as exc:
+            log.debug("scheduler: event not sent: %s", exc)
 
     async def _watch(
-        self, bucket: str, to_event: Callable[[str, bytes | None], Event | None]
+        self, bucket: resources.BucketSpec, to_event: Callable[[str, bytes | None], Event | None]
     ) -> None:
-        kv = await self.lattice.kv(bucket)
-        watcher = await kv.watchall()
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    continue
-                value = None if entry.operation in ("DEL", "PURGE") else entry.value
+        kv = await self.bus.kv(bucket)
+        async with await kv.watch() as watch:
+            async for entry in watch:
                 try:
-                    event = to_event(entry.key, value)
+                    event = to_event(entry.key, entry.value)
                 except BadMessage as exc:
-                    log.warning("scheduler: ignoring %s/%s: %s", bucket, entry.key, exc)
+                    log.warning("scheduler: ignoring %s/%s: %s", bucket.name, entry.key, exc)
                     continue
                 if event is not None:
                     self._events.put_nowait(event)
-        finally:
-            await watcher.stop()
 
     def _node_event(self, key: str, value: bytes | None) -> Event:
         if value is None:
@@ -239,7 +251,7 @@ class SchedulerService:
         return NodeUp(now=self.clock(), record=decode(value, NodeRecord))
 
     async def _context(self) -> dict[str, str]:
-        raw = await self.lattice.kv_raw(subjects.KV_CTX)
+        raw = await self._snapshot(resources.CTX)
         return {k: v.decode() for k, (v, _) in raw.items()}
 
     def _ctx_event(self, key: str, value: bytes | None) -> Event | None:
@@ -264,7 +276,11 @@ class SchedulerService:
             await asyncio.sleep(self.timing.heartbeat_s)
             self._events.put_nowait(Tick(now=self.clock()))
 
-    async def _on_heartbeat(self, msg: Msg) -> None:
+    async def _heartbeats(self, sub: Subscription) -> None:
+        async for msg in sub:
+            self._on_heartbeat(msg)
+
+    def _on_heartbeat(self, msg: Message) -> None:
         try:
             hb = decode(msg.data, HeartbeatMsg)
         except BadMessage:
@@ -283,16 +299,16 @@ class SchedulerService:
             )
         )
 
-    async def _on_why(self, msg: Msg) -> None:
+    async def _on_why(self, msg: Message) -> None:
         if self.state is None or not msg.reply:
             return
         try:
             q = decode(msg.data, MoteQuery)
         except BadMessage:
             return
-        await self.lattice.nc.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))
+        await self.bus.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))
 
-    async def _on_demand(self, msg: Msg) -> None:
+    async def _on_demand(self, msg: Message) -> None:
         """Queue the demand; once placed (or found unplaceable) answer with ``explain``."""
         try:
             q = decode(msg.data, MoteQuery)
@@ -308,7 +324,7 @@ class SchedulerService:
             self._handled.pop(id(event), None)
             return
         if msg.reply and self.state is not None:
-            await self.lattice.nc.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))
+            await self.bus.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))
 
 
 def _describe(event: Event) -> str:

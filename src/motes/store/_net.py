@@ -12,12 +12,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import nats.errors
-
-from ..errors import BadMessage, MotesError, TransportError
-from ..wire import subjects
-from ..wire.bus import Lattice, scatter
-from ..wire.codec import decode, encode, raise_for
+from ..errors import BadMessage, MotesError, NoReply, NoResponders
+from ..wire import resources, subjects
+from ..wire.bus import Bus
+from ..wire.codec import decode, decode_all, encode, raise_for
 from ..wire.messages import Err, Ok
 from ..wire.store import PIECE_BYTES, Holdings, Locate, Located, ShareGet, SharePiece, SharePut
 from .format import ShareHeader, check_share
@@ -74,14 +72,13 @@ class StoreNet:
 
     def __init__(
         self,
-        lattice: Lattice,
+        bus: Bus,
         *,
         scatter_s: float,
         request_s: float = 10.0,
         local: tuple[str, DiskShares] | None = None,
     ) -> None:
-        self.lattice = lattice
-        self.nc = lattice.nc
+        self.bus = bus
         self.scatter_s = scatter_s
         self.request_s = request_s
         self.local = local
@@ -97,7 +94,7 @@ class StoreNet:
 
     async def expected_nodes(self) -> int:
         """Store services known to the mesh (each keeps a holdings record)."""
-        return len(await self.lattice.kv_raw(subjects.KV_HOLDINGS))
+        return len(await (await self.bus.kv(resources.HOLDINGS)).items())
 
     async def locate(
         self, roots: Sequence[bytes], *, patient: bool = False
@@ -113,15 +110,13 @@ class StoreNet:
         batches = [roots[i : i + _LOCATE_BATCH] for i in range(0, len(roots), _LOCATE_BATCH)]
         answered: dict[str, dict[str, str]] = {}
         for batch in batches or [[]]:
-            answers = await scatter(
-                self.nc,
+            raw = await self.bus.scatter(
                 subjects.STORE_LOCATE,
                 encode(Locate(list(batch))),
-                lambda data: decode(data, Located),
                 expected=expected,
                 timeout=self.scatter_s * (4 if patient else 1),
             )
-            for ans in answers:
+            for ans in decode_all(raw, Located):
                 answered[ans.node] = ans.labels
                 if len(ans.held) != len(batch):
                     continue
@@ -133,21 +128,18 @@ class StoreNet:
         return out
 
     async def holdings(self) -> list[Holdings]:
-        return [
-            h for h, _ in (await self.lattice.kv_values(subjects.KV_HOLDINGS, Holdings)).values()
-        ]
+        kv = await self.bus.kv(resources.HOLDINGS)
+        return decode_all([e.value or b"" for e in (await kv.items()).values()], Holdings)
 
     async def _ask(self, node: str, op: str, payload: bytes, timeout: float) -> bytes:
         t0 = time.monotonic()
         try:
-            msg = await self.nc.request(subjects.store(node, op), payload, timeout=timeout)
-        except nats.errors.NoRespondersError:
+            msg = await self.bus.request(subjects.store(node, op), payload, timeout=timeout)
+        except NoResponders:
             raise ShareFailed(node, "no store service answers") from None
-        except nats.errors.TimeoutError:
+        except NoReply:
             self.nodes.observe(node, timeout)
             raise ShareFailed(node, f"no answer within {timeout:g} s") from None
-        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
-            raise TransportError(f"store request to {node}: {exc}") from None
         self.nodes.observe(node, time.monotonic() - t0)
         return bytes(msg.data)
 

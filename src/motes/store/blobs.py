@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from .._aio import outcome, owned_tasks
 from ..errors import DataUnavailable, StoreUnhappy
 from ..wire.codec import encode
 from ._net import Fetched, ShareFailed, StoreNet
@@ -99,10 +100,10 @@ async def fetch_blob(
         raise DataUnavailable(what, k_hint, 0, "no node holds a share")
     good: dict[int, Fetched] = {}
     problems: list[str] = []
-    running: dict[asyncio.Task[Fetched], tuple[int, str]] = {}
+    running: dict[asyncio.Task[Fetched | Exception], tuple[int, str]] = {}
     k = k_hint
 
-    def launch() -> bool:
+    def launch(tasks: asyncio.TaskGroup) -> bool:
         """Start the best untried candidate for a share number not got or running."""
         wanted = set(good) | {num for num, _ in running.values()}
         used_nodes = {node for _, node in running.values()}
@@ -111,36 +112,37 @@ async def fetch_blob(
                 if num in wanted or (fresh_node_only and node in used_nodes):
                     continue
                 del queue[i]
-                running[asyncio.create_task(net.get_share(node, root, num))] = (num, node)
+                task = tasks.create_task(outcome(net.get_share(node, root, num)))
+                running[task] = (num, node)
                 return True
         return False
 
-    try:
-        while len(good) < k:
-            while len(good) + len(running) < k and launch():
-                pass
-            if not running:
-                raise DataUnavailable(what, k, len(good), "; ".join(problems[-3:]))
-            done, _ = await asyncio.wait(
-                running, timeout=hedge_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                launch()  # a slow holder: race another share beside it
-                continue
-            for task in done:
-                num, _ = running.pop(task)
-                exc = task.exception()
-                if isinstance(exc, ShareFailed):
-                    problems.append(str(exc))
-                elif exc is not None:
-                    raise exc
-                else:
-                    good[num] = task.result()
-                    k = good[num].header.k
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+    async with owned_tasks() as tasks:
+        try:
+            while len(good) < k:
+                while len(good) + len(running) < k and launch(tasks):
+                    pass
+                if not running:
+                    raise DataUnavailable(what, k, len(good), "; ".join(problems[-3:]))
+                done, _ = await asyncio.wait(
+                    running, timeout=hedge_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    launch(tasks)  # a slow holder: race another share beside it
+                    continue
+                for task in done:
+                    num, _ = running.pop(task)
+                    got = task.result()
+                    if isinstance(got, ShareFailed):
+                        problems.append(str(got))
+                    elif isinstance(got, Exception):
+                        raise got
+                    else:
+                        good[num] = got
+                        k = got.header.k
+        finally:
+            for task in running:
+                task.cancel()
     first = next(iter(good.values()))
     shares = {num: f.data for num, f in sorted(good.items())[:k]}
     return first.header, first.header_raw, decode_blob(first.header, shares)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import blake3
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import BadCapability, UnknownCapability
+from ..identity.keys import KeyKind, SigningKey, fingerprint
 
 __all__ = [
     "Cap",
@@ -136,7 +136,8 @@ class DatasetVerifyCap(Cap):
     sizes = (SI_BYTES, 32)
     si_bytes: bytes
     fingerprint: bytes
-    """A hash of the dataset's public key: the record must carry the matching key."""
+    """The dataset key's fingerprint (``identity.fingerprint``): its record must be
+    signed by the key it names."""
 
     def verify_cap(self) -> DatasetVerifyCap:
         return self
@@ -171,11 +172,11 @@ class DatasetWriteCap(Cap):
 
         return cls(urandom(32))
 
-    def signing_key(self) -> Ed25519PrivateKey:
-        return Ed25519PrivateKey.from_private_bytes(self.seed)
+    def signing_key(self) -> SigningKey:
+        return SigningKey.from_seed(KeyKind.DATASET, self.seed)
 
     def public_key(self) -> bytes:
-        return self.signing_key().public_key().public_bytes_raw()
+        return self.signing_key().public
 
     def read_cap(self) -> DatasetReadCap:
         return DatasetReadCap(
@@ -184,10 +185,6 @@ class DatasetWriteCap(Cap):
 
     def verify_cap(self) -> DatasetVerifyCap:
         return self.read_cap().verify_cap()
-
-
-def fingerprint(public_key: bytes) -> bytes:
-    return tagged_hash("dataset-fingerprint", public_key)
 
 
 _LAYOUT: dict[tuple[str, int], type[Cap]] = {

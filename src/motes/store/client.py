@@ -16,15 +16,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
-import nats.js.errors
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import BadCapability, BadMessage, NotStored, RequestError
-from ..wire import subjects
-from ..wire.bus import Lattice
+from .._aio import owned_tasks
+from ..errors import (
+    BadCapability,
+    BadMessage,
+    Conflict,
+    IntegrityError,
+    NoResponders,
+    NotStored,
+    RequestError,
+)
+from ..identity import open_signed, seal
+from ..wire import resources, subjects
+from ..wire.bus import Bus
 from ..wire.codec import decode, encode, raise_for
 from ..wire.messages import Err, Ok
 from ..wire.store import DatasetRecord, FileRecord, Holdings, RepairReport, RepairRequest
@@ -36,7 +42,6 @@ from .caps import (
     DatasetWriteCap,
     FileReadCap,
     FileVerifyCap,
-    fingerprint,
     parse_cap,
 )
 from .format import Entry, Params, decode_entries, encode_entries, fit_params
@@ -44,7 +49,10 @@ from .placement import allowed
 from .shares import DiskShares
 from .transfer import Download, Progress, Upload
 
-__all__ = ["Policy", "StoreClient", "Usage", "Writer"]
+__all__ = ["DATASET_CONTEXT", "Policy", "StoreClient", "Usage", "Writer"]
+
+DATASET_CONTEXT = "ds1"
+"""What a dataset record's signature is made for (``identity.signed``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +105,18 @@ class StoreClient:
 
     def __init__(
         self,
-        lattice: Lattice,
+        bus: Bus,
         *,
         scatter_s: float,
+        request_s: float = 10.0,
         cache_dir: Path | None,
         node: tuple[str, Path] | None = None,
     ) -> None:
         """``node``: (id, home) of the node this client runs on, if any (a mote's worker):
         its own shares are then read from its disk."""
-        self.lattice = lattice
+        self.bus = bus
         local = (node[0], DiskShares(node[1] / "store", writable=False)) if node else None
-        self.net = StoreNet(lattice, scatter_s=scatter_s, local=local)
+        self.net = StoreNet(bus, scatter_s=scatter_s, request_s=request_s, local=local)
         self.cache = BlobCache(cache_dir) if cache_dir is not None else None
         self._secret: bytes | None = None
 
@@ -176,14 +185,16 @@ class StoreClient:
     ) -> AsyncIterator[Writer]:
         """A streaming writer: ``async with store.writer() as w: await w.write(b)``;
         ``w.cap`` is the read capability once the block ends."""
-        upload = await self._upload(policy, kind, progress, _extra_sis)
-        w = Writer(upload)
-        try:
-            yield w
-            await w.close()
-        except BaseException:
-            await upload.abort()
-            raise
+        async with owned_tasks() as tasks:
+            upload = await self._upload(policy, kind, progress, _extra_sis)
+            upload.tasks = tasks
+            w = Writer(upload)
+            try:
+                yield w
+                await w.close()
+            except BaseException:
+                upload.abort()
+                raise
 
     async def _upload(
         self, policy: Policy | None, kind: str, progress: Progress | None, sis: tuple[str, ...]
@@ -207,13 +218,16 @@ class StoreClient:
     async def secret(self) -> bytes:
         """The mesh's convergence secret: made by the first writer, the same for all."""
         if self._secret is None:
-            kv = await self.lattice.kv(subjects.KV_STORE)
+            kv = await self.bus.kv(resources.STORE)
             try:
                 await kv.create(subjects.CONVERGENCE_KEY, secrets.token_bytes(32))
-            except nats.js.errors.KeyWrongLastSequenceError:
-                pass
+            except Conflict:
+                pass  # another writer made it first: theirs is the mesh's
             entry = await kv.get(subjects.CONVERGENCE_KEY)
-            assert entry.value is not None
+            if entry is None or not entry.value:
+                raise IntegrityError(
+                    "the mesh's convergence secret", "it vanished from the lattice"
+                )
             self._secret = bytes(entry.value)
         return self._secret
 
@@ -305,8 +319,8 @@ class StoreClient:
             verify = (await self._file_cap(parsed)).verify_cap()
         msg = encode(RepairRequest(verify=str(verify), repair=repair))
         try:
-            reply = await self.lattice.nc.request(subjects.STORE_REPAIR, msg, timeout=timeout)
-        except nats.errors.NoRespondersError:
+            reply = await self.bus.request(subjects.STORE_REPAIR, msg, timeout=timeout)
+        except NoResponders:
             raise NotStored(str(verify), "no store service is running") from None
         try:
             return decode(reply.data, RepairReport)
@@ -315,11 +329,12 @@ class StoreClient:
             raise
 
     async def du(self) -> Usage:
-        files = await self.lattice.kv_values(subjects.KV_FILES, FileRecord)
+        kv = await self.bus.kv(resources.FILES)
+        files = [decode(e.value or b"", FileRecord) for e in (await kv.items()).values()]
         return Usage(
             nodes=sorted(await self.net.holdings(), key=lambda h: h.node),
             files=len(files),
-            logical_bytes=sum(r.size for r, _ in files.values()),
+            logical_bytes=sum(r.size for r in files),
         )
 
     # --- datasets --------------------------------------------------------------------
@@ -377,7 +392,6 @@ class StoreClient:
         params = policy.params
         record = DatasetRecord(
             name=name,
-            public_key=wcap.public_key(),
             seq=seq,
             sealed_root=sealed,
             root_verify=str(root_cap.verify_cap()),
@@ -386,15 +400,14 @@ class StoreClient:
             happy=params.happy if params else 0,
             labels=dict(policy.labels),
         )
-        signature = wcap.signing_key().sign(record.signed_bytes())
-        signed = encode(msgspec.structs.replace(record, signature=signature))
-        kv = await self.lattice.kv(subjects.KV_DATASETS)
+        signed = seal(wcap.signing_key(), record, context=DATASET_CONTEXT)
+        kv = await self.bus.kv(resources.DATASETS)
         try:
             if revision is None:
                 await kv.create(rcap.si_hex, signed)
             else:
                 await kv.update(rcap.si_hex, signed, last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except Conflict:
             raise RequestError(
                 f"dataset {name!r} changed while adding to it; run the command again"
             ) from None
@@ -404,29 +417,23 @@ class StoreClient:
         return record, root
 
     async def _dataset_record(self, rcap: DatasetReadCap) -> tuple[DatasetRecord, FileReadCap, int]:
-        kv = await self.lattice.kv(subjects.KV_DATASETS)
-        try:
-            entry = await kv.get(rcap.si_hex)
-        except nats.js.errors.KeyNotFoundError:
-            raise NotStored(str(rcap.verify_cap()), "no such dataset") from None
-        assert entry.value is not None and entry.revision is not None
-        record = decode(entry.value, DatasetRecord)
-        if fingerprint(record.public_key) != rcap.fingerprint:
-            raise BadMessage("the dataset record carries a key the capability does not name")
-        try:
-            Ed25519PublicKey.from_public_bytes(record.public_key).verify(
-                record.signature, record.signed_bytes()
-            )
-        except InvalidSignature:
-            raise BadMessage("the dataset record's signature does not verify") from None
+        kv = await self.bus.kv(resources.DATASETS)
+        entry = await kv.get(rcap.si_hex)
+        if entry is None or not entry.value:
+            raise NotStored(str(rcap.verify_cap()), "no such dataset")
+        what = f"the record of dataset {rcap.si_hex[:12]}"
+        # Signed by the key the capability names, or it is not this dataset's record.
+        record = open_signed(
+            entry.value, DatasetRecord, context=DATASET_CONTEXT, signer=rcap.fingerprint, what=what
+        )
         nonce = record.seq.to_bytes(12, "little")
         try:
             root = AESGCM(rcap.key).decrypt(nonce, record.sealed_root, b"root").decode()
         except Exception:
-            raise BadMessage("the dataset's root does not open with this capability") from None
+            raise IntegrityError(what, "its root does not open with this capability") from None
         parsed = parse_cap(root)
         if not isinstance(parsed, FileReadCap):
-            raise BadMessage("the dataset's root is not a directory capability")
+            raise IntegrityError(what, "its root is not a directory capability")
         return record, parsed, entry.revision
 
 

@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
-
-from .._proc import run_main
-from ..config import Timing
-from ..errors import BadMessage, MotesError
-from ..wire import subjects
-from ..wire.bus import HOLDINGS_TTL_S, Lattice
+from .._proc import process_main
+from ..config import Config, Timing, load_config
+from ..errors import BadMessage, MotesError, RetryableError
+from ..wire import resources, subjects
+from ..wire.bus import Bus, Message, Subscription
 from ..wire.codec import decode, encode, encode_error
 from ..wire.lease import Lease, LeaseLost
 from ..wire.messages import Ok
@@ -57,17 +51,14 @@ __all__ = ["StoreService"]
 
 log = logging.getLogger(__name__)
 REPAIR_LEASE_KEY = "store-repair"
-_HOLDINGS_EVERY_S = 1.0
-_HOLDINGS_REFRESH_S = HOLDINGS_TTL_S / 4
+_HOLDINGS_REFRESH_S = resources.HOLDINGS_TTL_S / 4
 """Even unchanged, the record is re-put this often, so it lapses only when we are gone."""
-_SWEEP_EVERY_S = 600.0
-"""How often every file is checked even when no store node was lost."""
 
 
 class StoreService:
     def __init__(
         self,
-        lattice: Lattice,
+        bus: Bus,
         *,
         node: str,
         directory: Path,
@@ -75,7 +66,7 @@ class StoreService:
         labels: dict[str, str],
         timing: Timing,
     ) -> None:
-        self.lattice = lattice
+        self.bus = bus
         self.node = node
         self.shares = DiskShares(directory)
         self.cache = BlobCache(cache_dir)
@@ -84,19 +75,30 @@ class StoreService:
         self._writes = asyncio.Semaphore(8)
         self._changed = asyncio.Event()
         self._changed.set()
+        self.repairing = False
+        """Whether this service holds the repair lease now."""
         self._tg: asyncio.TaskGroup | None = None
+        self._reported_at = 0.0
 
     async def run(self, *, started: asyncio.Event | None = None) -> None:
-        nc = self.lattice.nc
+        """Serve until cancelled; ``started`` is set once every subscription is live."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            for op, cb in (("put", self._on_put), ("get", self._on_get), ("tag", self._on_tag)):
-                await nc.subscribe(subjects.store(self.node, op), cb=cb)
-            await nc.subscribe(subjects.STORE_LOCATE, cb=self._on_locate)
-            await nc.subscribe(
-                subjects.STORE_REPAIR, queue=subjects.STORE_REPAIR_QUEUE, cb=self._on_repair
-            )
-            await nc.flush()
+            served: list[tuple[Subscription, Callable[[Message], Awaitable[None]]]] = [
+                (await self.bus.subscribe(subjects.store(self.node, "put")), self._on_put),
+                (await self.bus.subscribe(subjects.store(self.node, "get")), self._on_get),
+                (await self.bus.subscribe(subjects.store(self.node, "tag")), self._on_tag),
+                (await self.bus.subscribe(subjects.STORE_LOCATE), self._on_locate),
+                (
+                    await self.bus.subscribe(
+                        subjects.STORE_REPAIR, queue=subjects.STORE_REPAIR_QUEUE
+                    ),
+                    self._on_repair,
+                ),
+            ]
+            for sub, handle in served:
+                tg.create_task(_serve(sub, handle))
+            await self.bus.flush()
             await self._report_holdings()
             tg.create_task(self._holdings_loop())
             tg.create_task(self._repair_loop())  # never raises: each round is guarded
@@ -106,24 +108,24 @@ class StoreService:
 
     async def forget(self) -> None:
         """Withdraw this node's holdings record (a clean stop: no one waits for us)."""
-        kv = await self.lattice.kv(subjects.KV_HOLDINGS)
         try:
+            kv = await self.bus.kv(resources.HOLDINGS)
             await kv.delete(self.node)
-        except nats.errors.Error:
+        except RetryableError:
             pass
 
     # --- serving shares ----------------------------------------------------------------
 
-    async def _reply(self, msg: Msg, data: bytes) -> None:
+    async def _reply(self, msg: Message, data: bytes) -> None:
         if msg.reply:
-            await self.lattice.nc.publish(msg.reply, data)
+            await self.bus.publish(msg.reply, data)
 
-    async def _on_put(self, msg: Msg) -> None:
+    async def _on_put(self, msg: Message) -> None:
         assert self._tg is not None
         await self._writes.acquire()  # at most 8 writes at once; the rest wait in NATS
         self._tg.create_task(_logged(self._put(msg), "storing a share"))
 
-    async def _put(self, msg: Msg) -> None:
+    async def _put(self, msg: Message) -> None:
         try:
             try:
                 put = decode(msg.data, SharePut)
@@ -141,7 +143,7 @@ class StoreService:
         finally:
             self._writes.release()
 
-    async def _on_get(self, msg: Msg) -> None:
+    async def _on_get(self, msg: Message) -> None:
         try:
             get = decode(msg.data, ShareGet)
             header, total, data = await asyncio.to_thread(
@@ -163,7 +165,7 @@ class StoreService:
             return
         await self._reply(msg, encode(SharePiece(header, total, data)))
 
-    async def _on_tag(self, msg: Msg) -> None:
+    async def _on_tag(self, msg: Message) -> None:
         try:
             tag = decode(msg.data, Tag)
             await asyncio.to_thread(self.shares.tag, tag.sis, tag.roots)
@@ -173,7 +175,7 @@ class StoreService:
         self._changed.set()
         await self._reply(msg, encode(Ok(None)))
 
-    async def _on_locate(self, msg: Msg) -> None:
+    async def _on_locate(self, msg: Message) -> None:
         try:
             locate = decode(msg.data, Locate)
         except BadMessage:
@@ -185,13 +187,13 @@ class StoreService:
 
     async def _holdings_loop(self) -> None:
         while True:
-            await asyncio.sleep(_HOLDINGS_EVERY_S)
+            await asyncio.sleep(self.timing.holdings_s)
             try:
                 cache_changed = self.cache.blobs.stat().st_mtime > self._reported_at
                 stale = time.time() - self._reported_at > _HOLDINGS_REFRESH_S
                 if self._changed.is_set() or cache_changed or stale:
                     await self._report_holdings()
-            except (OSError, nats.errors.Error, MotesError) as exc:
+            except (OSError, MotesError) as exc:
                 log.warning("store: could not report holdings: %s", exc)
                 self._changed.set()
 
@@ -210,66 +212,71 @@ class StoreService:
             cache_bytes=cache_bytes,
             free_bytes=self.shares.free_bytes(),
         )
-        kv = await self.lattice.kv(subjects.KV_HOLDINGS)
+        kv = await self.bus.kv(resources.HOLDINGS)
         await kv.put(self.node, encode(record))
 
     # --- check and repair ----------------------------------------------------------------
 
-    async def _on_repair(self, msg: Msg) -> None:
+    async def _on_repair(self, msg: Message) -> None:
         assert self._tg is not None
         self._tg.create_task(_logged(self._repair_one(msg), "a check"))
 
-    async def _repair_one(self, msg: Msg) -> None:
+    async def _repair_one(self, msg: Message) -> None:
         try:
             req = decode(msg.data, RepairRequest)
             cap = parse_cap(req.verify)
             if not isinstance(cap, FileVerifyCap):
                 raise BadMessage("check needs a file's verify capability")
             labels = await self._policy_of(cap)
-            net = StoreNet(self.lattice, scatter_s=self.timing.scatter_s)
-            report = await check_file(net, cap, repair=req.repair, labels=labels)
+            report = await check_file(self._net(), cap, repair=req.repair, labels=labels)
         except MotesError as exc:
             await self._reply(msg, encode_error(exc))
             return
         await self._reply(msg, encode(report))
 
+    def _net(self) -> StoreNet:
+        return StoreNet(self.bus, scatter_s=self.timing.scatter_s, request_s=self.timing.request_s)
+
     async def _policy_of(self, cap: FileVerifyCap) -> dict[str, str]:
-        kv = await self.lattice.kv(subjects.KV_FILES)
-        try:
-            entry = await kv.get(cap.si_hex)
-        except nats.js.errors.KeyNotFoundError:
-            return {}
-        return decode(entry.value or b"", FileRecord).labels
+        kv = await self.bus.kv(resources.FILES)
+        entry = await kv.get(cap.si_hex)
+        return decode(entry.value or b"", FileRecord).labels if entry is not None else {}
 
     async def _repair_loop(self) -> None:
         """While holding the repair lease: after a store node is lost, repair every file.
 
+        The lease renews itself (``Lease.hold``) beside the repair rounds, so a round
+        that takes longer than the lease's TTL does not let a second repairer start.
+        """
+        kv = await self.bus.kv(resources.lease(self.timing.lease_ttl_s))
+        lease = Lease(kv, REPAIR_LEASE_KEY, self.node, self.timing.lease_ttl_s)
+        while True:
+            await lease.campaign()
+            self.repairing = True
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(lease.hold())
+                    tg.create_task(self._repair_rounds())
+            except* LeaseLost:
+                log.info("store: %s no longer holds the repair lease", self.node)
+            finally:
+                self.repairing = False
+
+    async def _repair_rounds(self) -> None:
+        """Repair every file after a store node is lost.
+
         A node is lost when it has not answered two rounds running (one late answer on a
         busy machine is not a loss). A repairer that just took the lease checks every file
         once (the last one may have died with a node), and so does a round after one that
-        failed; and every file is checked every ``_SWEEP_EVERY_S`` regardless.
+        failed; and every file is checked every ``sweep_s`` regardless.
         """
-        kv = await self.lattice.lease_kv(self.timing.lease_ttl_s)
-        lease = Lease(kv, REPAIR_LEASE_KEY, self.node)
-        net = StoreNet(self.lattice, scatter_s=self.timing.scatter_s)
+        net = self._net()
         seen: set[str] = set()
         missed: set[str] = set()
         swept = time.monotonic()
-        force = False
+        force = True
         while True:
             await asyncio.sleep(self.timing.repair_s)
-            try:
-                if lease.held:
-                    await lease.renew()
-                elif await lease.acquire():
-                    force = True
-                else:
-                    continue
-            except LeaseLost:
-                seen, missed = set(), set()
-                continue
-            except nats.errors.TimeoutError:
-                continue
             try:
                 await net.locate([])
                 live = set(net.nodes.labels)
@@ -277,7 +284,7 @@ class StoreService:
                 lost = gone & missed
                 missed = gone - lost
                 seen = live | missed
-                if force or lost or time.monotonic() - swept > _SWEEP_EVERY_S:
+                if force or lost or time.monotonic() - swept > self.timing.sweep_s:
                     why = ", ".join(sorted(lost)) + " lost" if lost else "a sweep"
                     log.info("store: %s; checking every file", why)
                     await self._repair_all(net)
@@ -287,9 +294,10 @@ class StoreService:
                 force = True
 
     async def _repair_all(self, net: StoreNet) -> None:
-        files = await self.lattice.kv_values(subjects.KV_FILES, FileRecord)
-        for record, _ in files.values():
+        kv = await self.bus.kv(resources.FILES)
+        for entry in (await kv.items()).values():
             try:
+                record = decode(entry.value or b"", FileRecord)
                 cap = parse_cap(record.verify)
                 assert isinstance(cap, FileVerifyCap)
                 report = await check_file(net, cap, repair=True, labels=record.labels)
@@ -310,49 +318,53 @@ async def _logged(coro: Coroutine[Any, Any, None], what: str) -> None:
         log.exception("store: %s failed", what)
 
 
-async def _main(args: argparse.Namespace) -> None:
-    timing = Timing.from_env()
-    lattice = await Lattice.connect(args.url, name=f"motes-store-{args.node}")
+async def _serve(sub: Subscription, handle: Callable[[Message], Awaitable[None]]) -> None:
+    async for msg in sub:
+        try:
+            await handle(msg)
+        except Exception:  # one bad request must not end the subscription
+            log.exception("store: a request on %s failed", msg.subject)
+
+
+async def _main(config: Config, draining: asyncio.Event) -> None:
+    from ..wire._nats import NatsBus
+
+    node = config.node
+    bus = await NatsBus.connect(config.lattice, name=f"motes-store-{node.id}")
     service = StoreService(
-        lattice,
-        node=args.node,
-        directory=Path(args.home) / "store",
-        cache_dir=Path(args.home) / "cache",
-        labels=json.loads(args.labels),
-        timing=timing,
+        bus,
+        node=node.id,
+        directory=Path(node.home) / "store",
+        cache_dir=Path(node.home) / "cache",
+        labels=dict(node.labels),
+        timing=config.timing,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     started = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(service.run(started=started))
             await started.wait()
             print("ready", flush=True)  # the node agent waits for this line
-            await stop.wait()
+            await draining.wait()
             task.cancel()
     except* asyncio.CancelledError:
         pass
     finally:
         await service.forget()
-        await lattice.close()
+        await bus.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m motes.store.service")
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--home", required=True)
-    parser.add_argument("--node", required=True)
-    parser.add_argument("--labels", default="{}")
+    parser.add_argument("--config", required=True, help="the node's settings (a 0600 file)")
     args = parser.parse_args(argv)
+    config = load_config(env={"MOTES_CONFIG": args.config})
     logging.basicConfig(
         level=logging.INFO,
-        format=f"store {args.node[:8]} %(levelname)s %(message)s",
+        format=f"store {config.node.id[:8]} %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    run_main(_main(args))
+    process_main(lambda draining: _main(config, draining))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
+from .._aio import outcome, owned_tasks
 from ..errors import BadMessage, DataUnavailable, NotStored, StoreUnhappy
-from ..wire import subjects
+from ..wire import resources
 from ..wire.codec import encode
 from ..wire.store import FileRecord, Tag
 from ._net import StoreNet
@@ -67,11 +68,14 @@ class Upload:
     _keys: list[bytes] = field(default_factory=list)
     _roots: list[bytes] = field(default_factory=list)
     _placed: dict[bytes, dict[int, str]] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _tasks: list[asyncio.Task[Exception | None]] = field(default_factory=list)
     _slots: asyncio.Semaphore | None = None
+    tasks: asyncio.TaskGroup | None = None
+    """Where chunk tasks run: the writer's block owns them."""
 
     async def add(self, plaintext: bytes) -> None:
         """Queue one chunk (``params.chunk`` bytes, or fewer for the last)."""
+        assert self.tasks is not None, "an Upload runs inside StoreClient.writer()"
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.window)
         await self._slots.acquire()
@@ -79,12 +83,18 @@ class Upload:
         self._keys.append(b"")
         self._roots.append(b"")
         self.size += len(plaintext)
-        failed = next((t for t in self._tasks if t.done() and t.exception()), None)
+        failed = self._failure()
         if failed is not None:  # an earlier chunk failed: stop early, say why
             self._slots.release()
-            await self.abort()
-            raise failed.exception()  # type: ignore[misc]
-        self._tasks.add(asyncio.create_task(self._store_chunk(index, plaintext)))
+            self.abort()
+            raise failed
+        self._tasks.append(self.tasks.create_task(outcome(self._store_chunk(index, plaintext))))
+
+    def _failure(self) -> Exception | None:
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.result() is not None:
+                return task.result()
+        return None
 
     async def _store_chunk(self, index: int, plaintext: bytes) -> None:
         assert self._slots is not None
@@ -114,21 +124,18 @@ class Upload:
             )
         self._placed[root] = placed
 
-    async def abort(self) -> None:
+    def abort(self) -> None:
+        """Stop every chunk still being stored (the block that owns them waits for them)."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def finish(self) -> tuple[FileReadCap, int]:
         """Wait for every chunk, store the manifest, tag and register the file."""
-        try:
-            results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        except asyncio.CancelledError:
-            await self.abort()
-            raise
-        for res in results:
-            if isinstance(res, BaseException):
-                raise res
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        failed = self._failure()
+        if failed is not None:
+            raise failed
         key = read_key(self.secret, self._keys, self.kind, self.size)
         manifest = Manifest(
             kind=self.kind,
@@ -152,7 +159,7 @@ class Upload:
             labels=self.labels,
             stored_at=time.time(),
         )
-        kv = await self.net.lattice.kv(subjects.KV_FILES)
+        kv = await self.net.bus.kv(resources.FILES)
         await kv.put(cap.si_hex, encode(record))
         return cap, self.size
 
@@ -204,20 +211,22 @@ class Download:
         """The file's bytes, a chunk at a time, in order, from chunk ``start`` on."""
         manifest = await self.open()
         roots = manifest.chunks
-        pending: dict[int, asyncio.Task[bytes]] = {}
-        try:
-            for i in range(max(start, 0), len(roots)):
-                for j in range(i, min(i + self.window, len(roots))):
-                    if j not in pending:
-                        pending[j] = asyncio.create_task(self._chunk(j))
-                data = await pending.pop(i)
-                if self.progress is not None:
-                    self.progress(len(data))
-                yield data
-        finally:
-            for task in pending.values():
-                task.cancel()
-            await asyncio.gather(*pending.values(), return_exceptions=True)
+        pending: dict[int, asyncio.Task[bytes | Exception]] = {}
+        async with owned_tasks() as tasks:
+            try:
+                for i in range(max(start, 0), len(roots)):
+                    for j in range(i, min(i + self.window, len(roots))):
+                        if j not in pending:
+                            pending[j] = tasks.create_task(outcome(self._chunk(j)))
+                    data = await pending.pop(i)
+                    if isinstance(data, Exception):
+                        raise data
+                    if self.progress is not None:
+                        self.progress(len(data))
+                    yield data
+            finally:
+                for task in pending.values():
+                    task.cancel()
 
     async def _chunk(self, index: int) -> bytes:
         assert self.manifest is not None

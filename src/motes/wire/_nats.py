@@ -189,7 +189,7 @@ class _Replies:
 
 
 def _is_no_responders(msg: Msg) -> bool:
-    return not msg.data and bool(msg.headers) and msg.headers.get("Status") == "503"
+    return not msg.data and msg.headers is not None and msg.headers.get("Status") == "503"
 
 
 class _KV:
@@ -202,11 +202,16 @@ class _KV:
     def name(self) -> str:
         return self._name
 
-    async def get(self, key: str) -> Entry | None:
+    async def get(self, key: str, *, deleted: bool = False) -> Entry | None:
         with _mapped(f"reading {self._name}/{key}"):
             try:
                 e = await self._kv.get(key)
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            except nats.js.errors.KeyNotFoundError as exc:
+                # nats-py raises this for a deleted key too, with the delete marker in it.
+                marker = getattr(exc, "entry", None)
+                if deleted and marker is not None:
+                    op = Op.PURGE if getattr(exc, "op", "") == "PURGE" else Op.DEL
+                    return Entry(key=key, value=None, revision=int(marker.revision or 0), op=op)
                 return None
         return _entry(e)
 
@@ -250,15 +255,21 @@ class _KV:
                 await watcher.stop()
         return out
 
-    async def watch(self, keys: str = ">", *, history: bool = False) -> _Watch:
+    async def watch(
+        self, keys: str = ">", *, history: bool = False, updates_only: bool = False
+    ) -> _Watch:
         with _mapped(f"watching {self._name}"):
+            # Revisions are the bucket stream's sequence: anything at or below its last
+            # one now is a current value, not an update.
+            after = (await self._kv.status()).stream_info.state.last_seq if updates_only else 0
             watcher = await self._kv.watch(keys, include_history=history)
-        return _Watch(watcher)
+        return _Watch(watcher, after)
 
 
 class _Watch:
-    def __init__(self, watcher: KeyValue.KeyWatcher) -> None:
+    def __init__(self, watcher: KeyValue.KeyWatcher, after: int = 0) -> None:
         self._w = watcher
+        self._after = after
         self._stopped = False
 
     def __aiter__(self) -> AsyncIterator[Entry]:
@@ -266,7 +277,7 @@ class _Watch:
 
     async def _iterate(self) -> AsyncIterator[Entry]:
         async for e in self._w:
-            if e is not None:
+            if e is not None and (e.revision or 0) > self._after:
                 yield _entry(e)
 
     async def next(self, timeout: float) -> Entry | None:
@@ -280,7 +291,7 @@ class _Watch:
                 e = await self._w.updates(timeout=left)
             except nats.errors.TimeoutError:
                 return None
-            if e is not None:
+            if e is not None and (e.revision or 0) > self._after:
                 return _entry(e)
 
     async def stop(self) -> None:
@@ -307,7 +318,8 @@ def _entry(e: KeyValue.Entry) -> Entry:
     elif e.operation == "PURGE":
         op = Op.PURGE
     value = None if op is not Op.PUT else bytes(e.value or b"")
-    created = e.created.timestamp() if getattr(e, "created", None) else 0.0
+    when: Any = getattr(e, "created", None)  # a datetime, from the message's metadata
+    created = when.timestamp() if hasattr(when, "timestamp") else 0.0
     return Entry(key=e.key, value=value, revision=int(e.revision or 0), op=op, created=created)
 
 
@@ -446,7 +458,9 @@ class NatsBus:
         try:
             nc = await nats.connect(servers, **options)
         except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
-            raise TransportError(f"cannot reach the lattice at {','.join(servers)}: {exc}") from None
+            raise TransportError(
+                f"cannot reach the lattice at {','.join(servers)}: {exc}"
+            ) from None
         except (nats.errors.AuthorizationError, nats.errors.InvalidUserCredentialsError) as exc:
             raise Unauthorized(f"the lattice at {','.join(servers)} refused us: {exc}") from None
         except nats.errors.Error as exc:
@@ -631,7 +645,7 @@ class NatsBus:
             retention=RetentionPolicy.WORK_QUEUE if stream.work_queue else RetentionPolicy.LIMITS,
             max_bytes=stream.max_bytes,
             max_msgs_per_subject=stream.max_msgs_per_subject,
-            duplicate_window=stream.duplicate_window or None,
+            duplicate_window=stream.duplicate_window or 120.0,  # nats-server's own default
             max_msg_size=stream.max_msg_size if stream.max_msg_size > 0 else self.max_payload,
             storage=StorageType.FILE,
             num_replicas=self.config.replicas,
@@ -688,7 +702,9 @@ class NatsBus:
             except nats.js.errors.NotFoundError:
                 return None
         when = msg.time.timestamp() if msg.time is not None else 0.0
-        return StoredMsg(subject=msg.subject or subject, data=msg.data or b"", seq=msg.seq or 0, time=when)
+        return StoredMsg(
+            subject=msg.subject or subject, data=msg.data or b"", seq=msg.seq or 0, time=when
+        )
 
     async def consumer_pending(self, stream: str, durable: str) -> int | None:
         with _mapped(f"reading consumer {durable}"):
@@ -762,4 +778,3 @@ def _tls_context(config: LatticeConfig) -> ssl.SSLContext:
     if config.tls_cert:
         ctx.load_cert_chain(config.tls_cert, config.tls_key or None)
     return ctx
-

@@ -32,11 +32,11 @@ from typing import Protocol
 from .resources import BucketSpec, StreamSpec
 
 __all__ = [
+    "KV",
     "Bus",
     "ConnState",
     "Entry",
     "JetMsg",
-    "KV",
     "Message",
     "Objects",
     "Op",
@@ -138,8 +138,11 @@ class KV(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def get(self, key: str) -> Entry | None:
-        """The key's current entry, or None if it was never written or is deleted."""
+    async def get(self, key: str, *, deleted: bool = False) -> Entry | None:
+        """The key's current entry, or None if it was never written or is deleted.
+
+        ``deleted``: a deleted key's delete marker instead of None (its revision is what
+        a compare-and-set write must expect)."""
         ...
 
     async def put(self, key: str, value: bytes) -> int:
@@ -164,9 +167,12 @@ class KV(Protocol):
         """A snapshot of every live key matching ``keys``."""
         ...
 
-    async def watch(self, keys: str = ">", *, history: bool = False) -> Watch:
+    async def watch(
+        self, keys: str = ">", *, history: bool = False, updates_only: bool = False
+    ) -> Watch:
         """Follow ``keys`` (a key or a filter): current values first (every kept revision
-        with ``history``), deletes included, then every change."""
+        with ``history``; none with ``updates_only``), deletes included, then every
+        change."""
         ...
 
 

@@ -5,6 +5,8 @@ One encoder and one decoder per message type, created once: msgspec is fastest t
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,6 +18,7 @@ __all__ = [
     "batch_results",
     "check_size",
     "decode",
+    "decode_all",
     "decode_reply",
     "decode_request",
     "encode",
@@ -27,6 +30,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _encoder = msgspec.msgpack.Encoder()
 _request_decoder: msgspec.msgpack.Decoder[Request] = msgspec.msgpack.Decoder(Request)
@@ -107,6 +111,17 @@ def decode(data: bytes, type_: type[T]) -> T:
         return dec.decode(data)  # type: ignore[no-any-return]
     except _UNDECODABLE as exc:
         raise BadMessage(f"not a {type_.__name__} ({exc})") from None
+
+
+def decode_all(raw: Iterable[bytes], type_: type[T]) -> list[T]:
+    """The answers of a scatter that decode: one broken responder does not hide the rest."""
+    out = []
+    for data in raw:
+        try:
+            out.append(decode(data, type_))
+        except BadMessage as exc:
+            log.warning("ignoring a malformed %s: %s", getattr(type_, "__name__", type_), exc)
+    return out
 
 
 def error_reply(exc: MotesError) -> Err:

@@ -59,9 +59,10 @@ class Lease:
 
     async def campaign(self) -> int:
         """Wait until we hold the lease; returns the epoch."""
-        while not await self.acquire():
+        while True:
+            if await self.acquire():
+                return self.epoch
             await asyncio.sleep(self.ttl / 4)
-        return self.epoch
 
     async def renew(self) -> None:
         """Prove we still hold it; ``LeaseLost`` if another does. Renewals take turns.

@@ -161,10 +161,10 @@ class _KV:
     def name(self) -> str:
         return self._b.spec.name
 
-    async def get(self, key: str) -> Entry | None:
+    async def get(self, key: str, *, deleted: bool = False) -> Entry | None:
         self._bus._check()
         entry = self._b._live(key)
-        return entry if entry is not None and entry.op is Op.PUT else None
+        return entry if entry is not None and (deleted or entry.op is Op.PUT) else None
 
     async def put(self, key: str, value: bytes) -> int:
         self._bus._check_size(key, value)
@@ -195,10 +195,14 @@ class _KV:
         self._bus._check()
         return {e.key: e for e in self._b.current(keys) if e.op is Op.PUT}
 
-    async def watch(self, keys: str = ">", *, history: bool = False) -> _Watch:
+    async def watch(
+        self, keys: str = ">", *, history: bool = False, updates_only: bool = False
+    ) -> _Watch:
         self._bus._check()
         queue: asyncio.Queue[Entry] = asyncio.Queue()
-        if history:
+        if updates_only:
+            first: list[Entry] = []
+        elif history:
             first = sorted(
                 (e for k, h in self._b.entries.items() if subject_matches(keys, k) for e in h),
                 key=lambda e: e.revision,
@@ -297,7 +301,21 @@ class _Stream:
         self.seq = 0
         self.ids: dict[str, float] = {}
         self.consumers: dict[str, _Consumer] = {}
-        self.changed = asyncio.Condition()
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake everyone waiting for this stream to change."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self, timeout: float | None = None) -> None:
+        """Until the stream changes (or ``timeout`` passes)."""
+        event = self._changed
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            pass
 
     def store(self, subject: str, data: bytes, msg_id: str) -> int:
         now = self.lattice.clock()
@@ -310,7 +328,7 @@ class _Stream:
         self.seq += 1
         self.msgs[self.seq] = _Stored(self.seq, subject, bytes(data), now)
         self._limit(subject)
-        self.lattice._wake(self)
+        self.notify()
         return self.seq
 
     def _limit(self, subject: str) -> None:
@@ -368,7 +386,7 @@ class _JetMsg:
     async def nak(self, delay: float = 0.0) -> None:
         self._c.inflight.pop(self._m.seq, None)
         self._c.later[self._m.seq] = self._stream.lattice.clock() + delay
-        self._stream.lattice._wake(self._stream, after=delay)
+        self._stream.notify()  # a waiting fetch looks again, and waits out the delay
 
     async def in_progress(self) -> None:
         if self._m.seq in self._c.inflight:
@@ -384,30 +402,24 @@ class _Pull:
     async def fetch(self, batch: int, timeout: float) -> list[JetMsg]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with self._s.changed:
-            while True:
-                self._bus._check()
-                now = self._s.lattice.clock()
-                ready = self._s.available(self._c, now)[:batch]
-                if ready:
-                    out: list[JetMsg] = []
-                    for seq in ready:
-                        self._c.inflight[seq] = now + self._c.ack_wait
-                        self._c.later.pop(seq, None)
-                        self._c.deliveries[seq] = self._c.deliveries.get(seq, 0) + 1
-                        out.append(_JetMsg(self._s, self._c, self._s.msgs[seq]))
-                    return out
-                left = deadline - loop.time()
-                if left <= 0:
-                    return []
-                # Wake for a publish, a nak's delay, or the earliest redelivery.
-                dues = [*self._c.inflight.values(), *self._c.later.values()]
-                wait = min([left, *(max(d - now, 0.001) for d in dues)])
-                try:
-                    async with asyncio.timeout(wait):
-                        await self._s.changed.wait()
-                except TimeoutError:
-                    pass
+        while True:
+            self._bus._check()
+            now = self._s.lattice.clock()
+            ready = self._s.available(self._c, now)[:batch]
+            if ready:
+                out: list[JetMsg] = []
+                for seq in ready:
+                    self._c.inflight[seq] = now + self._c.ack_wait
+                    self._c.later.pop(seq, None)
+                    self._c.deliveries[seq] = self._c.deliveries.get(seq, 0) + 1
+                    out.append(_JetMsg(self._s, self._c, self._s.msgs[seq]))
+                return out
+            left = deadline - loop.time()
+            if left <= 0:
+                return []
+            # Wake for a publish, a nak's delay, or the earliest redelivery.
+            dues = [*self._c.inflight.values(), *self._c.later.values()]
+            await self._s.changed(min([left, *(max(d - now, 0.001) for d in dues)]))
 
     async def close(self) -> None:
         return None
@@ -427,7 +439,6 @@ class MemoryLattice:
         self._streams: dict[str, _Stream] = {}
         self._rr = itertools.count()
         self._inboxes = itertools.count(1)
-        self._wakes: set[asyncio.Task[None]] = set()
         self.buses: list[MemoryBus] = []
 
     def connect(self, name: str = "motes", *, inbox_prefix: str = "_INBOX") -> MemoryBus:
@@ -450,22 +461,6 @@ class MemoryLattice:
         for members in groups.values():
             random.choice(members).offer(msg)
         return len(plain) + len(groups)
-
-    def _wake(self, stream: _Stream, after: float = 0.0) -> None:
-        async def notify() -> None:
-            if after:
-                await asyncio.sleep(after)
-            async with stream.changed:
-                stream.changed.notify_all()
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        # The server's own bookkeeping, like nats-server's goroutines: owned by the lattice.
-        task = loop.create_task(notify())
-        self._wakes.add(task)
-        task.add_done_callback(self._wakes.discard)
 
     def stream_for(self, subject: str) -> _Stream | None:
         for stream in self._streams.values():
@@ -685,9 +680,12 @@ class MemoryBus:
             for i, m in enumerate(fresh):
                 last = m.seq
                 yield StoredMsg(
-                    subject=m.subject, data=m.data, seq=m.seq, time=m.time, pending=len(fresh) - i - 1
+                    subject=m.subject,
+                    data=m.data,
+                    seq=m.seq,
+                    time=m.time,
+                    pending=len(fresh) - i - 1,
                 )
             if not follow:
                 return
-            async with held.changed:
-                await held.changed.wait()
+            await held.changed()

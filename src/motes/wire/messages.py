@@ -7,6 +7,7 @@ not known (a newer version, or garbage) is rejected by the decoder with BadMessa
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Literal
 
 import msgspec
@@ -22,6 +23,7 @@ __all__ = [
     "FlowDef",
     "Heartbeat",
     "InstanceSpec",
+    "InstanceState",
     "InstanceStatus",
     "Inventory",
     "Load",
@@ -31,11 +33,13 @@ __all__ = [
     "MoteSpec",
     "NodeAssignment",
     "NodeRecord",
+    "NodeState",
     "NodeStatus",
     "Ok",
     "Power",
     "Reply",
     "Request",
+    "SchedEvent",
     "Verdict",
     "WhyReply",
     "WorkerAssign",
@@ -43,6 +47,30 @@ __all__ = [
     "WorkerQuery",
     "WorkerStop",
 ]
+
+# --- lifecycles (the wire carries their values as strings) -------------------------------
+
+
+class NodeState(enum.StrEnum):
+    STARTING = "starting"
+    """Announced, but its store service is not up yet."""
+    READY = "ready"
+    DEGRADED = "degraded"
+    """Serving motes, but its store service is down (it is being restarted)."""
+    DRAINING = "draining"
+    UNREACHABLE = "unreachable"
+    """Joined, but did not answer (as the client sees it)."""
+
+
+class InstanceState(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    CRASHED = "crashed"
+    """Its worker failed; it is started again after a backoff."""
+    CRASHLOOP = "crashloop"
+    """It failed five times or more in a row."""
+
 
 # --- the call path ---------------------------------------------------------------------
 
@@ -187,6 +215,17 @@ class NodeAssignment(msgspec.Struct, frozen=True, kw_only=True, tag="assign1"):
     instances: list[InstanceSpec]
     cause: str = ""
     """The id of the scheduler event that led to this assignment."""
+
+
+class SchedEvent(msgspec.Struct, frozen=True, kw_only=True, tag="sev1"):
+    """A decision the scheduler leader carried out (subject ``motes.ev.sched``)."""
+
+    kind: Literal["node_lost", "placed"]
+    node: str
+    cause: str
+    """The id of the scheduler event that led to it (as in ``NodeAssignment.cause``)."""
+    assignment: NodeAssignment | None = None
+    """For ``placed``: everything the node now runs."""
 
 
 # --- nodes -----------------------------------------------------------------------------

@@ -97,10 +97,10 @@ class FileRecord(msgspec.Struct, frozen=True, kw_only=True, tag="file1"):
 
 
 class DatasetRecord(msgspec.Struct, frozen=True, kw_only=True, tag="ds1"):
-    """A dataset's current version (KV ``motes_datasets``), signed by its write key."""
+    """A dataset's current version. KV ``motes_datasets`` holds it inside a ``Signed``
+    envelope (``identity.signed``), signed by the dataset's write key."""
 
     name: str
-    public_key: bytes
     seq: int
     sealed_root: bytes
     """The read capability of the dataset's root directory, encrypted under its read key."""
@@ -110,11 +110,6 @@ class DatasetRecord(msgspec.Struct, frozen=True, kw_only=True, tag="ds1"):
     n: int = 0
     happy: int = 0
     labels: dict[str, str] = {}
-    signature: bytes = b""
-
-    def signed_bytes(self) -> bytes:
-        unsigned = msgspec.structs.replace(self, signature=b"")
-        return msgspec.msgpack.encode(unsigned)
 
 
 class RepairRequest(msgspec.Struct, frozen=True, kw_only=True, tag="rq1"):

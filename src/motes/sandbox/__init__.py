@@ -1,0 +1,72 @@
+"""Hosts of user code, behind one protocol.
+
+The worker process is a trusted shell (subscriptions, the durable consumer, actor
+persistence, reply encoding, metering) around a ``Sandbox``: the one thing that runs a
+mote's own code. A host loads one mote, invokes it with a deadline, and, for actors,
+keeps activations whose state it can hand out and take back as bytes. Everything a
+host returns is an ``Ok`` or an ``Err``; it never raises for what user code did.
+
+Hosts: ``InProcessHost`` (``sandbox.inprocess``: the mote's module imported into the
+worker itself; for one's own code on one's own nodes). WebAssembly and bubblewrap hosts
+implement the same protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..wire.messages import Err, InstanceSpec, Ok
+
+__all__ = ["Sandbox", "host_for"]
+
+
+class Sandbox(Protocol):
+    """One mote's user code, loaded."""
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the mote serves many calls at once (async) or one at a time."""
+        ...
+
+    async def load(self, bundle_dir: Path, spec: InstanceSpec) -> None:
+        """Load the mote; ``BadApp`` (naming what failed) if it cannot be."""
+        ...
+
+    async def invoke(
+        self, args: list[Any], kwargs: dict[str, Any], timeout_ms: int, *, offload: bool = False
+    ) -> Ok | Err:
+        """One call of a function mote. ``offload``: do not hold the caller's event loop
+        while sync code runs (durable calls keep telling the queue they are alive)."""
+        ...
+
+    async def invoke_batch(self, items: list[list[Any]], timeout_ms: int) -> list[Ok | Err]:
+        """Several calls (a ``map`` batch), results in order."""
+        ...
+
+    async def activate(self, key: str, state: bytes | None) -> None:
+        """Make the activation for ``key``: from saved ``state``, or new (``None``)."""
+        ...
+
+    async def call_actor(
+        self, key: str, method: str, args: list[Any], kwargs: dict[str, Any], timeout_ms: int
+    ) -> Ok | Err:
+        """Call ``method`` on ``key``'s activation (``activate`` it first)."""
+        ...
+
+    def state(self, key: str) -> bytes:
+        """The activation's state as bytes to persist; ``EncodeError`` if it cannot be."""
+        ...
+
+    def deactivate(self, key: str) -> None:
+        """Forget the activation (its state is already persisted)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def host_for(spec: InstanceSpec, node: str) -> Sandbox:
+    """The host that runs ``spec`` on this node."""
+    from .inprocess import InProcessHost
+
+    return InProcessHost(node)
