@@ -36,6 +36,7 @@ from nats.aio.client import Client
 
 from motes._proc import die_with_parent
 from motes.client import Mesh
+from motes.config import LatticeConfig
 
 from .netns import NamespacedDriver
 
@@ -127,15 +128,26 @@ class MotesContender(Contender):
 
 
 class RawNatsContender(Contender):
-    """The floor: nats-py ``request`` to a responder process that echoes the payload."""
+    """The floor: nats-py ``request`` to a responder process that echoes the payload.
+
+    On an authenticated mesh both present the mesh owner's credential (``lattice``), as
+    the Motes client does, so the floor pays for authentication too (once per
+    connection)."""
 
     name = "raw nats-py"
     subject = "bench.raw.echo"
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, lattice: LatticeConfig) -> None:
+        self.url = ",".join(lattice.servers)
+        self.credentials = lattice.credentials
+        self.inbox_prefix = lattice.inbox_prefix
         self.nc: Client | None = None
         self.proc: asyncio.subprocess.Process | None = None
+
+    def _auth(self) -> dict[str, Any]:
+        if not self.credentials:
+            return {}
+        return {"user_credentials": self.credentials, "inbox_prefix": self.inbox_prefix}
 
     async def start(self) -> None:
         path = os.environ.get("PYTHONPATH", "")
@@ -145,6 +157,7 @@ class RawNatsContender(Contender):
             "bench.responder",
             self.url,
             self.subject,
+            self.credentials,  # a path (0600), not the secret itself
             cwd=ROOT,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -157,7 +170,7 @@ class RawNatsContender(Contender):
             line = await self.proc.stdout.readline()
         if line.strip() != b"ready":
             raise RuntimeError(f"bench.responder did not start (said {line!r})")
-        self.nc = await nats.connect(self.url, name="bench raw client")
+        self.nc = await nats.connect(self.url, name="bench raw client", **self._auth())
         reply = await self.nc.request(self.subject, PAYLOAD, timeout=5)
         if reply.data != PAYLOAD:
             raise RuntimeError(f"bench.responder answered {reply.data!r}")

@@ -41,7 +41,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import motes
 from motes.client import Mesh
 from motes.config import Timing
 from motes.node.localmesh import LocalMesh
@@ -230,7 +229,7 @@ async def measure(size_mib: int = 64, calls: int = 3) -> dict[str, Any]:
         size = path.stat().st_size
         digest = await asyncio.to_thread(sha256_of, path)
         async with local_mesh(folder, nodes=NODES, labels=LABELS, timing=Timing()) as mesh:
-            async with motes.connect(mesh.url, cache=False) as client:
+            async with mesh.client(cache=False) as client:
                 names = {s.record.id: s.record.name for s in await client.ops.nodes()}
                 holder = next(i for i, n in names.items() if n == HOLDER)
                 cap = await client.store.put(path, policy=Policy.parse(POLICY))

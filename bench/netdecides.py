@@ -30,7 +30,6 @@ from pathlib import Path
 import nats
 import nats.js.errors
 
-import motes
 from motes.client import Mesh
 from motes.errors import MotesError
 from motes.node.localmesh import LocalMesh
@@ -169,7 +168,7 @@ async def run(session: object) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="motes-bench-nd-") as tmp:
         folder = Path(tmp)
         async with LocalMesh(folder / "mesh", nodes=3, write_mesh_file=False) as mesh:
-            async with motes.connect(mesh.url) as client:
+            async with mesh.client() as client:
                 zero = await scale_from_zero_ms(mesh, client, folder, reps)
                 fail = await failover_s(mesh, client, folder, reps)
                 up = await upgrade_errors(client, folder)
@@ -192,7 +191,7 @@ async def _main(quick: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="motes-bench-nd-") as tmp:
         folder = Path(tmp)
         async with LocalMesh(folder / "mesh", nodes=3, write_mesh_file=False) as mesh:
-            async with motes.connect(mesh.url) as client:
+            async with mesh.client() as client:
                 zero = await scale_from_zero_ms(mesh, client, folder, reps)
                 print(f"scale_from_zero_ms p50 {statistics.median(zero):.0f} ({zero})")
                 fail = await failover_s(mesh, client, folder, reps)

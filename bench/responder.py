@@ -1,6 +1,6 @@
 """The raw nats-py floor: a separate process that answers each request with its payload.
 
-``python -m bench.responder URL SUBJECT`` subscribes (in a queue group, as a mote's
+``python -m bench.responder URL SUBJECT [CREDS]`` subscribes (in a queue group, as a mote's
 instances do), flushes, prints ``ready`` and replies until SIGTERM. It runs on uvloop when
 installed, as Motes workers do, so the floor and the mote differ only in Motes' own code.
 """
@@ -14,8 +14,9 @@ import sys
 import nats
 
 
-async def serve(url: str, subject: str) -> None:
-    nc = await nats.connect(url, name="bench responder")
+async def serve(url: str, subject: str, creds: str) -> None:
+    auth = {"user_credentials": creds} if creds else {}
+    nc = await nats.connect(url, name="bench responder", **auth)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -32,13 +33,13 @@ async def serve(url: str, subject: str) -> None:
 
 
 def main() -> None:
-    url, subject = sys.argv[1:3]
+    url, subject, creds = [*sys.argv[1:4], ""][:3]
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(url, subject))
+        asyncio.run(serve(url, subject, creds))
     else:
-        uvloop.run(serve(url, subject))
+        uvloop.run(serve(url, subject, creds))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ from typing import Any, TypeVar
 
 import motes
 from motes.client import Mesh
-from motes.config import Timing
+from motes.config import LatticeConfig, Timing
 from motes.lattice.server import find_binary
 from motes.testing import local_mesh
 
@@ -87,6 +87,7 @@ METRICS = (
     "netdecides",
     "store",
     "locality",
+    "auth_cost",
 )
 CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput")
 """The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""
@@ -130,6 +131,8 @@ GOALS: dict[tuple[str, str | None], Goal] = {
     ("map_throughput", RAY_TASKS): Goal(">=", 5),
     ("startup_s", None): Goal("<=", 1, absolute=True),
     ("node_idle_rss_MB", None): Goal("<=", 40, absolute=True),
+    ("auth_call_rtt_us", "auth off"): Goal("<=", 1.05),
+    ("auth_call_throughput", "auth off"): Goal(">=", 0.95),
     ("store_put_MiBps", TAHOE): Goal(">=", 20),
     ("store_put_MiBps", ZFEC): Goal(">=", 0.6),
     ("store_get_MiBps", TAHOE): Goal(">=", 20),
@@ -202,7 +205,7 @@ QUICK = Sizes(
     },
     skip=(f"map_throughput:{RAY_TASKS}", f"map_throughput:{DASK}"),
     # startup, netdecides, locality: full runs only; store at a quarter of the size
-    metrics=("call_rtt", "call_throughput", "map_throughput", "store"),
+    metrics=("call_rtt", "call_throughput", "map_throughput", "store", "auth_cost"),
     store_mib=64,
     store_reps=2,
 )
@@ -313,7 +316,7 @@ async def _session(sizes: Sizes, metrics: Sequence[str]) -> AsyncIterator[Sessio
         t0 = time.monotonic()
         # Production timing (not the tests' FAST one): heartbeats as a real node sends them.
         async with local_mesh(Path(tmp), nodes=1, timing=Timing()) as mesh:
-            async with motes.connect(mesh.url) as client:
+            async with mesh.client() as client:
                 await client.deploy(APP)
                 if await client.call("bench.echo", b"x") != b"x":
                     raise RuntimeError("bench.echo did not echo")
@@ -326,7 +329,7 @@ async def _session(sizes: Sizes, metrics: Sequence[str]) -> AsyncIterator[Sessio
                         "up": MotesUpContender(),
                     },
                 )
-                async with _peers(sizes, metrics, mesh.url) as peers:
+                async with _peers(sizes, metrics, mesh.lattice) as peers:
                     session.peers = peers
                     yield session
                 # The echo motes are pinned to one instance each; say so if that changed.
@@ -343,7 +346,7 @@ async def _instances(client: Mesh) -> str:
 
 @contextlib.asynccontextmanager
 async def _peers(
-    sizes: Sizes, metrics: Sequence[str], url: str
+    sizes: Sizes, metrics: Sequence[str], lattice: LatticeConfig
 ) -> AsyncIterator[dict[str, Contender]]:
     """Start the peers the metrics want; stop them all, however the run ends.
 
@@ -375,7 +378,7 @@ async def _peers(
         started[DASK] = PeerContender(
             DASK, dask, "submit", startup_peer="dask" if DASK in starting else None
         )
-    raw = RawNatsContender(url) if RAW in calls else None
+    raw = RawNatsContender(lattice) if RAW in calls else None
     strays: list[str] = []
     try:
         t0 = time.monotonic()

@@ -225,9 +225,7 @@ class MotesStore:
             self.mesh = await self._stack.enter_async_context(
                 local_mesh(Path(self.tmp), nodes=self.nodes, timing=Timing())
             )
-            self.client = await self._stack.enter_async_context(
-                motes.connect(self.mesh.url, cache=False)
-            )
+            self.client = await self._stack.enter_async_context(self.mesh.client(cache=False))
         except BaseException:
             await self.__aexit__(None, None, None)
             raise

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import motes
 from motes.client import Mesh
 from motes.node.localmesh import LocalMesh
 from motes.testing import FAST, local_mesh
@@ -31,5 +30,5 @@ async def mesh(tmp_path: Path) -> AsyncIterator[LocalMesh]:
 
 @pytest.fixture
 async def client(mesh: LocalMesh) -> AsyncIterator[Mesh]:
-    async with motes.connect(mesh.url, timing=FAST) as c:
+    async with mesh.client(timing=FAST) as c:
         yield c

@@ -27,6 +27,7 @@ __all__ = [
     "process_main",
     "python",
     "run_main",
+    "serve_until_drained",
     "spawn",
     "stop",
 ]
@@ -155,3 +156,27 @@ def process_main(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:
         return await main(draining)
 
     return run_main(run())
+
+
+async def serve_until_drained(
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]], draining: asyncio.Event
+) -> None:
+    """Run a service ``run(started)`` in a process its starter waits on: print ``ready``
+    once it has started (the line the starter reads), stop it when ``draining`` is set.
+    A service that fails before it started raises here, so the process exits saying why."""
+    started = asyncio.Event()
+    task = asyncio.ensure_future(run(started))
+    ready = asyncio.ensure_future(started.wait())
+    drained = asyncio.ensure_future(draining.wait())
+    try:
+        await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            print("ready", flush=True)
+            await asyncio.wait({drained, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (ready, drained, task):
+            t.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass

@@ -66,7 +66,12 @@ class LatticeConfig:
     servers: tuple[str, ...] = ()
     """NATS URLs of the lattice; empty: the local mesh running at the home."""
     credentials: str = ""
-    """Path of a NATS ``.creds`` file (user JWT and seed); empty: no credential."""
+    """Path of a NATS ``.creds`` file (user JWT and seed) for the session; empty: none."""
+    identity: str = ""
+    """Path of the principal's identity credential: it may only ask for a new session."""
+    mesh_key: str = ""
+    """The mesh's public key (hex): records are checked against it. Empty: a mesh
+    without authentication (benchmarks compare with one)."""
     tls_ca: str = ""
     """PEM file of the certificate authority that server certificates must chain to."""
     tls_cert: str = ""
@@ -155,6 +160,9 @@ class StoreConfig:
     cache_bytes: int = 2 << 30
     window: int = 8
     """Chunks in flight per transfer."""
+    convergence: str = ""
+    """A file holding the secret this principal's stored data is keyed with; empty: the
+    mesh-wide one (a mesh without authentication)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -136,7 +136,7 @@ async def test_queue_shows_calls_no_instance_can_take(client: Mesh, mesh: LocalM
     assert stats[0].oldest_s >= 0
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "motes.cli", "--url", mesh.url, "queue"],
+        [sys.executable, "-m", "motes.cli", "--home", str(mesh.home), "--url", mesh.url, "queue"],
         capture_output=True,
         text=True,
         timeout=60,

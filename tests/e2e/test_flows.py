@@ -23,7 +23,7 @@ PIPE = APPS / "pipe.py"
 async def motes_cli(mesh: LocalMesh, *args: str) -> str:
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "motes.cli", "--url", mesh.url, *args],
+        [sys.executable, "-m", "motes.cli", "--home", str(mesh.home), "--url", mesh.url, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,7 +10,6 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-import motes
 from motes.client import Mesh
 from motes.errors import MotesError
 from motes.node.localmesh import LocalMesh
@@ -36,7 +35,7 @@ async def node_names(client: Mesh) -> dict[str, str]:
 async def test_owner_context_and_capabilities(tmp_path: Path) -> None:
     labels = {"node-2": {"power": "battery"}, "node-3": {"gpu": "true"}}
     async with local_mesh(tmp_path, nodes=3, labels=labels) as mesh:
-        async with motes.connect(mesh.url, timing=FAST) as client:
+        async with mesh.client(timing=FAST) as client:
             names = await node_names(client)
             await client.ops.here("node-1")
             await client.deploy(APPS / "owner.py")

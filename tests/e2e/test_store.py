@@ -15,13 +15,12 @@ from pathlib import Path
 import nats
 import pytest
 
-import motes
 from motes.client import Mesh
 from motes.errors import BadCapability, BadMessage, DataUnavailable, NotStored, UnknownCapability
 from motes.node.localmesh import LocalMesh
 from motes.store import Policy
 from motes.store.caps import FileReadCap, parse_cap
-from motes.testing import FAST, eventually, local_mesh
+from motes.testing import FAST, eventually, local_mesh, wire_spy
 
 K, N = 3, 10
 TEN = Policy.parse("k=3,n=10,happy=7")
@@ -36,7 +35,7 @@ async def ten(tmp_path: Path) -> AsyncIterator[LocalMesh]:
 @pytest.fixture
 async def uncached(ten: LocalMesh) -> AsyncIterator[Mesh]:
     """A client with no cache: every read goes to the nodes."""
-    async with motes.connect(ten.url, timing=FAST, cache=False) as c:
+    async with ten.client(timing=FAST, cache=False) as c:
         yield c
 
 
@@ -114,7 +113,8 @@ async def test_plaintext_never_reaches_a_share_file_or_the_lattice(
 ) -> None:
     canary = b"MOTES-CANARY-" + os.urandom(8).hex().encode()
     seen: list[bytes] = []
-    spy = await nats.connect(ten.url)
+    # A connection allowed to watch every subject, replies included (no principal's is).
+    spy = await nats.connect(ten.url, **wire_spy(ten))
 
     async def capture(msg: nats.aio.msg.Msg) -> None:
         seen.append(msg.data + b"\0" + bytes(str(msg.headers or ""), "utf8"))
@@ -208,7 +208,7 @@ async def test_round_trip_dirs_dedup_and_a_second_read_from_the_cache(
     (tree / "sub" / "b.bin").write_bytes(os.urandom(2 * 2**20 + 5))
     (tree / "sub" / "deeper" / "empty").write_bytes(b"")
     cache = tmp_path / "cache"
-    async with motes.connect(mesh.url, timing=FAST, cache=cache) as client:
+    async with mesh.client(timing=FAST, cache=cache) as client:
         cap = await client.store.put(tree)
         assert await client.store.put(tree) == cap  # convergent: same content, same cap
         listing = {e.name: e.kind for e in await client.store.ls(cap)}

@@ -69,7 +69,7 @@ async def test_one_gib_streams_in_and_out_in_bounded_memory(tmp_path: Path) -> N
     source = tmp_path / "big.bin"
     want = write_big_file(source, GIB)
     async with local_mesh(tmp_path, nodes=10) as mesh:
-        url = ["--url", mesh.url]
+        url = ["--home", str(mesh.home), "--url", mesh.url]
         cap, put_peak = await run_measured(*url, "put", str(source), "--policy", "k=3,n=10")
         assert cap.startswith("motes:r1:")
         source.unlink()  # room on disk; the hash is kept

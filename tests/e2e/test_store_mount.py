@@ -77,14 +77,15 @@ def force_unmount(path: Path) -> None:
 async def cli_mount(
     url: str, cap: str, mnt: Path, home: Path
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``motes --url URL mount CAP MNT`` in a child process, until it has mounted.
+    """``motes --home HOME --url URL mount CAP MNT`` in a child process (as the mesh's
+    owner, whose credentials HOME holds), until it has mounted.
     On the way out, whatever happened: the child is stopped and the mount is gone."""
     mnt.mkdir(exist_ok=True)
     log = mnt.with_name(f"{mnt.name}.log")
     with open(log, "wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "motes.cli", "--url", url, "mount", cap, str(mnt),
-            stdout=err, stderr=err, env={**os.environ, "MOTES_HOME": str(home)},
+            sys.executable, "-m", "motes.cli", "--home", str(home), "--url", url,
+            "mount", cap, str(mnt), stdout=err, stderr=err,
         )  # fmt: skip
 
     async def mounted() -> bool:
@@ -146,7 +147,7 @@ async def test_mount_shows_the_stored_tree_byte_for_byte(
     files = make_tree(src)
     cap = await client.store.put(src)
     home, mnt = tmp_path / "home", tmp_path / "mnt"
-    async with cli_mount(mesh.url, cap, mnt, home) as proc:
+    async with cli_mount(mesh.url, cap, mnt, mesh.home) as proc:
         await asyncio.to_thread(check_tree, mnt, files)
         await asyncio.to_thread(unmount, mnt)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
@@ -162,7 +163,7 @@ async def test_a_signal_unmounts_and_exits(
 ) -> None:
     cap = await client.store.put(BIG)
     mnt = tmp_path / "mnt"
-    async with cli_mount(mesh.url, cap, mnt, tmp_path / "home") as proc:
+    async with cli_mount(mesh.url, cap, mnt, mesh.home) as proc:
         f = await asyncio.to_thread(open, mnt / FILE_NAME, "rb")
         try:  # a file open, half read, when the signal comes: it does not hold the mount
             assert await asyncio.to_thread(f.read, MiB + 5) == BIG[: MiB + 5]

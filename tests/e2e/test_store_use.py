@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import motes
 from motes.client import Mesh
 from motes.errors import BadApp
 from motes.store import Policy
@@ -45,7 +44,7 @@ async def digest(cap: str) -> dict:
 async def test_a_mote_reads_by_capability_where_its_data_is(tmp_path: Path) -> None:
     labels = {"node-3": {"zone": "data"}}
     async with local_mesh(tmp_path, nodes=3, labels=labels) as mesh:
-        async with motes.connect(mesh.url, timing=FAST) as client:
+        async with mesh.client(timing=FAST) as client:
             data = os.urandom(6 * 2**20)
             cap = await client.store.put(data, policy=Policy.parse("label.zone=data"))
             node3 = next(n for n in await client.ops.nodes() if n.record.name == "node-3").record.id

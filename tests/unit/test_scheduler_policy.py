@@ -41,6 +41,7 @@ def mote(**options: Any) -> MoteSpec:
 def test_rules_are_judged_in_the_order_motes_why_shows_them() -> None:
     assert [rule.__name__ for rule in RULES] == [
         "liveness",
+        "trust",
         "resources",
         "capabilities",
         "labels",
@@ -51,7 +52,13 @@ def test_rules_are_judged_in_the_order_motes_why_shows_them() -> None:
 
 
 def test_only_vetoes_that_can_change_under_a_placed_instance_are_sticky() -> None:
-    assert [rule.__name__ for rule in STICKY] == ["liveness", "capabilities", "labels", "owner"]
+    assert [rule.__name__ for rule in STICKY] == [
+        "liveness",
+        "trust",
+        "capabilities",
+        "labels",
+        "owner",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -245,6 +252,7 @@ def test_judge_gives_a_vetoed_node_no_score_but_every_verdict() -> None:
     assert (ok, score) == (False, 0.0)
     assert [(v.rule, v.ok) for v in verdicts] == [
         ("liveness", False),
+        ("trust", True),
         ("resources", False),
         ("capabilities", False),
         ("labels", False),
@@ -318,3 +326,20 @@ def test_owner(usage: str, fields: dict, ok: bool, score: float, reason: str) ->
     verdict = owner(mote(usage=usage), view(**fields))
 
     assert verdict == Verdict(rule="owner", ok=ok, score=score, reason=reason)
+
+
+def test_trust_lets_a_node_run_only_its_owner_or_those_granted_run() -> None:
+    from motes.scheduler.policy.trust import trust
+
+    m = mote()
+    assert trust(m, view()).ok  # no authentication: nobody to ask
+    owned = view(trust_enforced=True, owner="pA", app_signer="pA")
+    assert trust(m, owned).ok
+    stranger = view(trust_enforced=True, owner="pA", app_signer="pB")
+    verdict = trust(m, stranger)
+    assert not verdict.ok and verdict.reason == "pA has not granted `run` here to pB"
+    assert trust(
+        m, view(trust_enforced=True, owner="pA", app_signer="pB", runs=frozenset({"pB"}))
+    ).ok
+    revoked = view(trust_enforced=True, admitted=False, owner="pA", app_signer="pA")
+    assert not trust(m, revoked).ok

@@ -33,7 +33,7 @@ from motes.scheduler.state import (
 )
 from motes.wire.messages import Load, NodeAssignment
 
-RULES = ["liveness", "resources", "capabilities", "labels", "owner", "locality", "spread"]
+RULES = ["liveness", "trust", "resources", "capabilities", "labels", "owner", "locality", "spread"]
 A = app("a", mote(min=3))
 
 

@@ -22,6 +22,7 @@ from motes.client import Mesh
 from motes.config import Config, NodeConfig, Timing
 from motes.errors import CallTimeout
 from motes.identity import KeyKind, SigningKey
+from motes.identity.records import open_assignment, seal_app, seal_node
 from motes.node.agent import NodeAgent
 from motes.runtime.worker import Worker, WorkerState
 from motes.scheduler.service import SchedulerService
@@ -29,7 +30,7 @@ from motes.testing import eventually
 from motes.testing.inmemory import TaskLauncher
 from motes.wire import resources, subjects
 from motes.wire.bus import Bus
-from motes.wire.codec import decode, decode_reply, encode, encode_request, raise_for
+from motes.wire.codec import decode_reply, encode, encode_request, raise_for
 from motes.wire.memory import MemoryLattice
 from motes.wire.messages import (
     ActorCall,
@@ -87,7 +88,7 @@ async def worker_serving(
             nshards=64 if kind == "actor" else 0,
         )
         assign = WorkerAssign(spec=spec, bundle_dir=str(bundle_dir), node="n1")
-        reply = await client.request(subjects.worker("w1"), encode(assign), timeout=10)
+        reply = await client.request(subjects.worker("n1", "w1"), encode(assign), timeout=10)
         assert decode_reply(reply.data) == Ok(None)
         assert worker.state is WorkerState.READY
         try:
@@ -113,7 +114,7 @@ async def test_a_worker_serves_times_out_and_drains(tmp_path: Path) -> None:
 
             await eventually(in_flight, what="a call in flight")
             stop = encode(WorkerStop(grace_s=5.0))
-            await client.request(subjects.worker("w1"), stop, timeout=5)
+            await client.request(subjects.worker("n1", "w1"), stop, timeout=5)
             assert await pending == "done"
         await asyncio.wait_for(run, 5)
         assert worker.state is WorkerState.STOPPED
@@ -142,21 +143,24 @@ async def test_a_worker_keeps_actor_state_in_kv(tmp_path: Path) -> None:
 async def test_the_scheduler_service_elects_places_and_steps_down() -> None:
     lattice = MemoryLattice()
     bus = lattice.connect("scheduler")
-    service = SchedulerService(bus, "n1", TIMING)
-    await (await bus.kv(resources.NODES)).put("n1", encode(node_record("n1")))
+    key, deployer = SigningKey.generate(KeyKind.NODE), SigningKey.generate(KeyKind.PERSON)
+    n1 = key.id
+    service = SchedulerService(bus, n1, TIMING, key=key)
+    # Records as the lattice holds them: each signed by its author.
+    await (await bus.kv(resources.NODES)).put(n1, seal_node(key, node_record(n1)))
     record = AppRecord(name="a", digest="sha256:1", module="a", motes=[MoteSpec(name="f", min=1)])
-    await (await bus.kv(resources.APPS)).put("a", encode(record))
+    await (await bus.kv(resources.APPS)).put("a", seal_app(deployer, record))
     place = await bus.kv(resources.PLACE)
 
     async def heartbeats() -> None:
         for seq in range(1, 10_000):
-            beat = Heartbeat(node="n1", seq=seq, load=Load())
-            await bus.publish(subjects.heartbeat("n1"), encode(beat))
+            beat = Heartbeat(node=n1, seq=seq, load=Load())
+            await bus.publish(subjects.heartbeat(n1), encode(beat))
             await asyncio.sleep(TIMING.heartbeat_s)
 
     async def assignment() -> NodeAssignment | None:
-        entry = await place.get("n1")
-        return decode(entry.value, NodeAssignment) if entry and entry.value else None
+        entry = await place.get(n1)
+        return open_assignment(entry.value)[0] if entry and entry.value else None
 
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(heartbeats()), tg.create_task(service.run())]
@@ -166,19 +170,20 @@ async def test_the_scheduler_service_elects_places_and_steps_down() -> None:
 
         await eventually(leading, timeout=5, what="the scheduler elected")
         first = await eventually(assignment, timeout=5, what="a.f placed on n1")
+        assert open_assignment((await place.get(n1)).value)[1] == n1  # type: ignore[union-attr,arg-type]
         assert [(i.app, i.mote) for i in first.instances] == [("a", "f")]
         epoch = first.epoch
 
         # Another leader writes n1's assignment behind our back: the next write of ours
         # finds a revision it did not expect, and the service steps down, then (the lease
         # lapsing) is elected again with a new epoch, from what the lattice holds.
-        entry = await place.get("n1")
+        entry = await place.get(n1)
         assert entry is not None and entry.value is not None
-        await place.put("n1", entry.value)
+        await place.put(n1, entry.value)
         newer = AppRecord(
             name="a", digest="sha256:2", module="a", motes=[MoteSpec(name="f", min=1)]
         )
-        await (await bus.kv(resources.APPS)).put("a", encode(newer))
+        await (await bus.kv(resources.APPS)).put("a", seal_app(deployer, newer))
 
         async def re_elected() -> NodeAssignment | None:
             a = await assignment()

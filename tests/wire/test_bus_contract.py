@@ -152,7 +152,7 @@ async def test_request_reply_no_responders_and_timeout(connect: Connect) -> None
         with pytest.raises(NoResponders):
             await a.request("nobody.listens", b"", timeout=5)
         quiet = await b.subscribe("quiet")
-        await b.flush()
+        await _interest_seen(a, b)
         with pytest.raises(NoReply):
             await a.request("quiet", b"", timeout=0.2)
         await quiet.unsubscribe()
@@ -268,8 +268,11 @@ async def test_kv_items_and_watch(connect: Connect) -> None:
     await kv.put("a.1", b"x")
     await kv.put("a.2", b"y")
     await kv.put("b.1", b"z")
+    await kv.put("c.1", b"")
     await kv.delete("a.2")
-    assert {k: e.value for k, e in (await kv.items()).items()} == {"a.1": b"x", "b.1": b"z"}
+    everything = {k: e.value for k, e in (await kv.items()).items()}
+    assert everything == {"a.1": b"x", "b.1": b"z", "c.1": b""}
+    assert await kv.items("d.*") == {}
     assert set(await kv.items("a.*")) == {"a.1"}
     async with await kv.watch("a.*") as watch:
         first = [await watch.next(5), await watch.next(5)]

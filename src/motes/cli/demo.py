@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 from ..app import load_app_file
-from ..client import connect
 from ..errors import BadApp
 from ..node.localmesh import LocalMesh
 from .render import Table, table_text
@@ -62,7 +61,7 @@ async def demo(nodes: int = 3) -> int:
         async with LocalMesh(home, nodes=nodes, write_mesh_file=False) as mesh:
             t_up = time.monotonic()
             print(f"  mesh up in {t_up - t0:.2f} s (lattice {mesh.url})")
-            async with connect(mesh.url) as client:
+            async with mesh.client() as client:
                 digest = await client.deploy(app_file)
                 t_dep = time.monotonic()
                 print(f"  deployed wordcount {digest[7:19]} in {t_dep - t_up:.2f} s")

@@ -9,13 +9,17 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from .. import _proc
 from ..client import connect
 from ..config import MESH_FILE, Config, NodeConfig, read_mesh_file, write_config
 from ..errors import MeshNotRunning, RequestError, StartupError
+from ..identity import KeyKind
 from ..node.inventory import parse_labels
 from ..node.localmesh import LocalMesh
+from ..trust.client import PrincipalFiles
+from ..trust.join import member_lattice
 from .demo import demo as run_demo
 from .mesh_cmds import nodes_view
 from .registry import Kind, arg, command
@@ -190,25 +194,39 @@ def _alive(pid: int) -> bool:
 
 @command(
     "node",
-    "run one node agent in the foreground, joining the lattice at --url",
+    "run this machine's node agent in the foreground (after `motes join`, or --url)",
     arg("--name", required=True, help="this node's name, e.g. laptop"),
     arg("--label", action="append", default=[], metavar="KEY=VALUE"),
     kind=Kind.LOCAL,
 )
 async def node(config: Config, ns: argparse.Namespace) -> int:
-    """One node agent joining an existing lattice (another machine's mesh, or a cluster)."""
-    if not config.lattice.servers:
-        raise RequestError("`motes node` needs the lattice: --url nats://HOST:PORT (or MOTES_URL)")
+    """One node agent: a machine that joined a mesh (`motes join`) starting again, or a
+    node of a lattice that runs without authentication (--url)."""
+    home = config.home_path / "nodes" / ns.name
+    files = PrincipalFiles(home, KeyKind.NODE)
+    if files.exists():
+        config = config.replace(lattice=member_lattice(files, config.lattice.servers))
+    elif not config.lattice.servers:
+        raise RequestError(
+            f"{ns.name} has not joined a mesh from {config.home_path} (`motes join TOKEN`);"
+            " for a lattice without authentication give --url nats://HOST:PORT"
+        )
+    become_node(config, ns.name, home, ns.label)
+    return 0
+
+
+def become_node(config: Config, name: str, home: Path, labels: list[str]) -> NoReturn:
+    """Become the node agent ``name`` (home ``home``), so signals (Ctrl-C drains, a
+    second one exits) go straight to it, with the allow-listed environment a child of
+    ours gets."""
     try:
-        labels = parse_labels(ns.label)
+        parsed = parse_labels(labels)
     except ValueError as exc:
         raise RequestError(str(exc)) from None
-    home = config.home_path / "nodes" / ns.name
-    settings = config.replace(node=NodeConfig(name=ns.name, home=str(home), labels=labels))
+    settings = config.replace(node=NodeConfig(name=name, home=str(home), labels=parsed))
     path = write_config(settings, home / "run" / "node.json")
-    # Become the agent, so signals (Ctrl-C drains, a second one exits) go straight to it,
-    # with the allow-listed environment a child of ours gets.
     args = _proc.python("motes.node", "--config", str(path))
+    sys.stdout.flush()
     os.execve(args[0], args, _proc.child_env())
 
 

@@ -9,10 +9,21 @@ that vetoed each node) rather than hang.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from ..config import Config
-from ..errors import CallTimeout, NoInstance, NoReply, NoResponders, RequestError, UnknownMote
+from ..errors import (
+    CallTimeout,
+    IntegrityError,
+    NoInstance,
+    NoReply,
+    NoResponders,
+    RequestError,
+    UnknownMote,
+)
+from ..identity import SigningKey
+from ..identity.records import open_app, open_node
 from ..ids import MoteRef
 from ..wire import resources, subjects
 from ..wire.bus import Bus
@@ -21,11 +32,17 @@ from ..wire.messages import AppRecord, MoteQuery, MoteSpec, NodeRecord, WhyReply
 
 __all__ = ["Core"]
 
+log = logging.getLogger(__name__)
+
 
 class Core:
-    def __init__(self, bus: Bus, config: Config) -> None:
+    def __init__(self, bus: Bus, config: Config, key: SigningKey) -> None:
         self.bus = bus
         self.config = config
+        self.key = key
+        """Who this connection acts as: it signs what this client deploys."""
+        self.principal = key.id
+        self.authenticated = bool(config.lattice.mesh_key)
         self.timing = config.timing
         self._refs: dict[str, MoteRef] = {}
         self._specs: dict[tuple[str, str], MoteSpec] = {}
@@ -43,7 +60,7 @@ class Core:
 
     async def app(self, name: str) -> AppRecord | None:
         entry = await (await self.bus.kv(resources.APPS)).get(name)
-        return decode(entry.value, AppRecord) if entry is not None and entry.value else None
+        return open_app(entry.value)[0] if entry is not None and entry.value else None
 
     async def spec(self, ref: MoteRef, *, refresh: bool = False) -> MoteSpec:
         """The mote's declared spec; ``UnknownMote`` if no deployed app declares it."""
@@ -65,7 +82,13 @@ class Core:
 
     async def node_records(self) -> dict[str, NodeRecord]:
         kv = await self.bus.kv(resources.NODES)
-        return {k: decode(e.value or b"", NodeRecord) for k, e in (await kv.items()).items()}
+        out: dict[str, NodeRecord] = {}
+        for k, e in (await kv.items()).items():
+            try:
+                out[k] = open_node(e.value or b"")
+            except IntegrityError as exc:
+                log.warning("ignoring node record %s: %s", k, exc)
+        return out
 
     async def node_id(self, name_or_id: str) -> str:
         records = await self.node_records()

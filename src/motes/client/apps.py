@@ -15,11 +15,20 @@ import time
 import msgspec
 
 from ..app import App, build_bundle, load_app_file
-from ..errors import BadApp, MotesError, RequestError, StartupError, UnknownMote
+from ..errors import (
+    BadApp,
+    Forbidden,
+    IntegrityError,
+    MotesError,
+    RequestError,
+    StartupError,
+    UnknownMote,
+)
+from ..identity.records import open_app, seal_app
 from ..store.caps import parse_cap
-from ..wire import resources
-from ..wire.codec import decode, encode
-from ..wire.messages import AppRecord, InstanceState, MoteSpec
+from ..wire import resources, subjects
+from ..wire.codec import decode, raise_for
+from ..wire.messages import AppRecord, Err, InstanceState, MoteSpec, Ok
 from ._core import Core
 from .durable import Durable
 from .ops import Ops
@@ -38,7 +47,12 @@ class Apps:
     async def list(self) -> list[AppRecord]:
         """Every deployed app's current record, by name."""
         kv = await self._core.bus.kv(resources.APPS)
-        records = [decode(e.value or b"", AppRecord) for e in (await kv.items()).values()]
+        records = []
+        for key, entry in (await kv.items()).items():
+            try:
+                records.append(open_app(entry.value or b"")[0])
+            except IntegrityError as exc:
+                log.warning("ignoring app record %s: %s", key, exc)
         return sorted(records, key=lambda r: r.name)
 
     async def deploy(
@@ -52,9 +66,13 @@ class Apps:
         if not isinstance(app, App):
             app = load_app_file(app)
         bundle = build_bundle(app)
-        store = await core.bus.objects(resources.BUNDLES)
-        if not await store.exists(bundle.digest):
-            await store.put(bundle.digest, bundle.data)
+        try:
+            store = await core.bus.objects(resources.BUNDLES)
+            if not await store.exists(bundle.digest):
+                await store.put(bundle.digest, bundle.data)
+        except Forbidden as exc:
+            # Uploading is the first step a deploy grant allows: say what was refused.
+            raise Forbidden(exc.principal, "deploy", app.name, "no deploy grant") from None
         previous = await core.app(app.name)
         record = AppRecord(
             name=app.name,
@@ -68,8 +86,7 @@ class Apps:
             if previous and previous.digest != bundle.digest
             else (previous.previous if previous else None),
         )
-        kv = await core.bus.kv(resources.APPS)
-        await kv.put(app.name, encode(record))
+        await self._publish(record)
         await self._durable.write_flows(record, previous)
         core.remember(record)
         if wait:
@@ -79,7 +96,7 @@ class Apps:
     async def rollback(self, app: str, *, wait: bool = True, timeout: float | None = None) -> str:
         """Deploy the app's previous version again (the same surge as an upgrade)."""
         kv = await self._core.bus.kv(resources.APPS)
-        records = [decode(e.value, AppRecord) for e in await kv.history(app) if e.value]
+        records = [open_app(e.value)[0] for e in await kv.history(app) if e.value]
         if not records:
             raise UnknownMote(f"{app}.*")
         current = records[-1]
@@ -87,11 +104,25 @@ class Apps:
         if current.previous is None or earlier is None:
             raise RequestError(f"app {app} has no earlier version to roll back to")
         record = msgspec.structs.replace(earlier, deployed_at=time.time(), previous=current.digest)
-        await kv.put(app, encode(record))
+        await self._publish(record)
         self._core.remember(record)
         if wait:
             await self.wait_placed(record, timeout)
         return record.digest
+
+    async def _publish(self, record: AppRecord) -> None:
+        """Sign the record as ours; in an authenticated mesh the authority checks our
+        ``deploy`` grant and writes it (and the audit log says so)."""
+        core = self._core
+        sealed = seal_app(core.key, record)
+        if core.authenticated:
+            reply = await core.bus.request(
+                subjects.auth("deploy", core.principal), sealed, timeout=10.0
+            )
+            raise_for(decode(reply.data, Ok | Err))  # type: ignore[arg-type]
+        else:
+            kv = await core.bus.kv(resources.APPS)
+            await kv.put(record.name, sealed)
 
     async def wait_placed(self, record: AppRecord, timeout: float | None = None) -> None:
         """Until every mote has ``min`` ready instances of this version.

@@ -17,7 +17,8 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from ..errors import BadMessage, MotesError
+from ..errors import BadMessage, IntegrityError, MotesError
+from ..identity.records import open_app, open_node
 from ..wire import resources, subjects
 from ..wire.bus import Bus, Watch
 from ..wire.codec import decode
@@ -192,18 +193,18 @@ async def _records(
     async for entry in watch:
         try:
             put(to_event(entry.key, entry.value))
-        except BadMessage as exc:
+        except (BadMessage, IntegrityError) as exc:
             log.debug("ignoring a record %s: %s", entry.key, exc)
 
 
 def _node_event(key: str, value: bytes | None) -> MeshEvent:
     if value is None:
         return NodeLeft(node=key)
-    return NodeJoined(node=key, record=decode(value, NodeRecord))
+    return NodeJoined(node=key, record=open_node(value))
 
 
 def _app_event(key: str, value: bytes | None) -> MeshEvent:
     if value is None:
         return AppRemoved(app=key)
-    record = decode(value, AppRecord)
+    record = open_app(value)[0]
     return AppDeployed(app=key, digest=record.digest, record=record)

@@ -13,6 +13,7 @@ The commonest calls have shortcuts on the mesh itself: ``mesh.call``, ``mesh.map
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
@@ -20,10 +21,15 @@ from types import TracebackType
 from typing import Any
 
 from ..app import App
-from ..config import Config, Timing, load_config, read_mesh_file
-from ..identity import read_public, short_id
+from ..config import Config, LatticeConfig, Timing, load_config, read_mesh_file
+from ..errors import MeshNotRunning, Unauthorized
+from ..identity import SigningKey, read_public, short_id
+from ..identity.jwt import read_creds
 from ..identity.keys import KeyKind
 from ..store.client import StoreClient
+from ..trust.client import Credentials, PrincipalFiles
+from ..trust.keyring import write_secret
+from ..wire import acl
 from ..wire.bus import Bus
 from ._core import Core
 from .apps import Apps
@@ -31,6 +37,7 @@ from .calls import ActorRef, Calls
 from .durable import CallHandle, Flow, QueueStat
 from .events import EventFeed
 from .ops import Ops
+from .trust import Trust
 
 __all__ = ["ActorRef", "CallHandle", "Flow", "Mesh", "QueueStat", "connect"]
 
@@ -38,25 +45,35 @@ __all__ = ["ActorRef", "CallHandle", "Flow", "Mesh", "QueueStat", "connect"]
 class Mesh:
     """A connection to a mesh. Get one with ``async with motes.connect() as mesh``."""
 
-    def __init__(self, bus: Bus, config: Config) -> None:
+    def __init__(self, bus: Bus, config: Config, key: SigningKey | None = None) -> None:
+        """``key``: who this connection acts as (it signs what it deploys); by default
+        the key in its credential, else the home's person key."""
         self.bus = bus
         self.config = config
         self.timing = config.timing
-        core = self._core = Core(bus, config)
+        core = self._core = Core(bus, config, key or _key_of(config))
         self.calls = Calls(core)
         """Calls, maps, actors, durable calls and flows."""
         self.ops = Ops(core)
         """Nodes, instances, the scheduler's reasons, owner context, logs."""
         self.apps = Apps(core, self.calls.durable, self.ops)
         """Deploy, roll back, list."""
+        self.trust = Trust(core)
+        """Invites, grants, revocation, the audit log."""
         self.store = StoreClient(
             bus,
             scatter_s=config.timing.scatter_s,
             request_s=config.timing.request_s,
             cache_dir=_cache_dir(config),
             node=_this_node(config),
+            convergence=Path(config.store.convergence) if config.store.convergence else None,
         )
         """The mesh's store: ``put``, ``get``, ``open``, ``writer``, ``ls``, ``check``, datasets."""
+
+    @property
+    def principal(self) -> str:
+        """Who this connection acts as: the id of its key (``p…`` for a person)."""
+        return self._core.principal
 
     async def close(self) -> None:
         await self.bus.close()
@@ -109,6 +126,82 @@ class Mesh:
         return await self.apps.deploy(app, wait=wait, timeout=timeout)
 
 
+def _key_of(config: Config) -> SigningKey:
+    if config.lattice.credentials:
+        try:
+            return read_creds(Path(config.lattice.credentials).read_text())[1]
+        except OSError as exc:
+            raise Unauthorized(
+                f"cannot read the credential {config.lattice.credentials}: {exc}"
+            ) from None
+    return SigningKey.load_or_create(config.home_path / "person.key", KeyKind.PERSON)
+
+
+def _as_home_principal(config: Config) -> Config:
+    """With no credential configured, act as the principal whose credentials the home
+    holds (the mesh's owner after ``motes up``, or whoever ``motes join`` admitted)."""
+    if config.lattice.credentials:
+        return config
+    files = PrincipalFiles(config.home_path, KeyKind.PERSON)
+    if not files.exists():
+        return config
+    info = files.mesh_info()
+    convergence = config.store.convergence or str(_person_secret(config.home_path))
+    return config.replace(
+        lattice={
+            "credentials": str(files.session),
+            "identity": str(files.identity),
+            "inbox_prefix": acl.inbox_prefix(files.id),
+            "mesh_key": str(info.get("key", "")),
+        },
+        store={"convergence": convergence},
+    )
+
+
+def _person_secret(home: Path) -> Path:
+    """A person's own convergence secret: their stored data dedups with their own."""
+    path = home / "convergence.key"
+    if not path.exists():
+        write_secret(path, os.urandom(32))
+    return path
+
+
+async def _connect_as(config: Config) -> Bus:
+    """Connect with the session credential. A joined person renews it first (so grants
+    made since take effect); anyone whose session lapsed renews it with their
+    identity credential, which may do nothing else."""
+    from ..wire._nats import NatsBus
+
+    lattice = config.lattice
+    files = _files_of(lattice)
+    if files is not None and files.mesh_info().get("renew"):
+        await _renew(lattice, files)
+    try:
+        return await NatsBus.connect(lattice, name="motes client")
+    except Unauthorized:
+        if files is None or not lattice.identity:
+            raise
+        await _renew(lattice, files)
+        return await NatsBus.connect(lattice, name="motes client")
+
+
+def _files_of(lattice: LatticeConfig) -> PrincipalFiles | None:
+    if not lattice.credentials or not lattice.identity:
+        return None
+    return PrincipalFiles(Path(lattice.credentials).parent, KeyKind.PERSON)
+
+
+async def _renew(lattice: LatticeConfig, files: PrincipalFiles) -> None:
+    from ..wire._nats import NatsBus
+
+    identity = dataclasses.replace(lattice, credentials=lattice.identity)
+    bus = await NatsBus.connect(identity, name="motes client (renewing)")
+    try:
+        await Credentials(bus, files).renew()
+    finally:
+        await bus.close()
+
+
 def _this_node(config: Config) -> tuple[str, Path] | None:
     """(id, home) of the node this process runs on (a mote's worker): its own shares are
     read straight from its disk."""
@@ -134,6 +227,19 @@ def _cache_dir(config: Config) -> Path | None:
     return config.home_path / "cache"
 
 
+def _home_servers(home: Path) -> tuple[str, ...]:
+    """Where the home's mesh listens: the local mesh ``motes up`` started there, else
+    the mesh ``motes join`` joined from there."""
+    joined = PrincipalFiles(home, KeyKind.PERSON).mesh_info().get("servers")
+    try:
+        url = str(read_mesh_file(home)["url"])
+    except MeshNotRunning:
+        if not joined:
+            raise
+        return tuple(joined)
+    return tuple(u for u in url.split(",") if u)
+
+
 class _Connector:
     """``await connect()`` or ``async with connect() as mesh``."""
 
@@ -142,14 +248,11 @@ class _Connector:
         self.mesh: Mesh | None = None
 
     async def _open(self) -> Mesh:
-        from ..wire._nats import NatsBus
-
         config = self.config
         if not config.lattice.servers:
-            info = read_mesh_file(config.home_path)
-            servers = tuple(u for u in str(info["url"]).split(",") if u)
-            config = config.replace(lattice={"servers": servers})
-        bus = await NatsBus.connect(config.lattice, name="motes client")
+            config = config.replace(lattice={"servers": _home_servers(config.home_path)})
+        config = _as_home_principal(config)
+        bus = await _connect_as(config)
         return Mesh(bus, config)
 
     def __await__(self) -> Any:

@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import _proc
 from ..errors import StartupError
 
-__all__ = ["NatsServer", "ServerConfig", "find_binary"]
+__all__ = ["NatsServer", "Operator", "ServerConfig", "find_binary"]
 
 _LISTEN = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
 _READY = b"Server is ready"
@@ -44,6 +44,19 @@ def find_binary() -> Path:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Operator:
+    """NATS decentralized auth: the operator, the system account, and the accounts the
+    server starts with. The full resolver keeps accounts (and later updates pushed to
+    it: new revocations) under ``resolver_dir``; a new user needs no change at all."""
+
+    jwt: str
+    system_account: str
+    resolver_dir: Path
+    accounts: dict[str, str]
+    """Account nkey -> its JWT, preloaded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     store_dir: Path
     host: str = "127.0.0.1"
@@ -51,19 +64,39 @@ class ServerConfig:
     max_payload_mb: int = 8
     sync_always: bool = True
     name: str = "motes"
+    operator: Operator | None = None
+    """None: no authentication (only for benchmarks and tests that compare with it)."""
 
     def render(self) -> str:
         # -1 asks nats-server for a random free port; 0 would mean its default, 4222.
         port = -1 if self.port == 0 else self.port
         sync = "\n  sync_interval: always" if self.sync_always else ""
-        return (
+        text = (
             f'server_name: "{self.name}"\n'
             f'listen: "{self.host}:{port}"\n'
             f"max_payload: {self.max_payload_mb}MB\n"
+            # A CONNECT carries the user's JWT, and a least-privilege JWT lists many
+            # subjects: the default 4 KiB line is too short for a scheduler's.
+            "max_control_line: 32KB\n"
             "jetstream {\n"
             f'  store_dir: "{self.store_dir.as_posix()}"{sync}\n'
             "}\n"
         )
+        if self.operator is not None:
+            op = self.operator
+            preload = "\n".join(f'  {k}: "{v}"' for k, v in op.accounts.items())
+            text += (
+                f'operator: "{op.jwt}"\n'
+                f'system_account: "{op.system_account}"\n'
+                "resolver: {\n"
+                "  type: full\n"
+                f'  dir: "{op.resolver_dir.as_posix()}"\n'
+                "  allow_delete: false\n"
+                '  interval: "2m"\n'
+                "}\n"
+                f"resolver_preload: {{\n{preload}\n}}\n"
+            )
+        return text
 
 
 class NatsServer:
@@ -91,6 +124,7 @@ class NatsServer:
         config.store_dir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "nats.conf"
         conf.write_text(config.render())
+        os.chmod(conf, 0o600)
         log_path = workdir / "nats.log"
         log_file = open(log_path, "wb")
         try:

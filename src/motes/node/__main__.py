@@ -13,8 +13,9 @@ import logging
 import sys
 
 from .._proc import process_main
-from ..config import Config, load_config
-from ..errors import MotesError
+from ..config import Config, LatticeConfig, load_config
+from ..errors import MotesError, Unauthorized
+from ..wire.bus import Bus
 from .agent import NodeAgent
 
 
@@ -22,12 +23,23 @@ async def _run(config: Config, draining: asyncio.Event) -> None:
     from ..wire._nats import NatsBus
 
     bus = await NatsBus.connect(config.lattice, name=f"node {config.node.name}")
-    agent = NodeAgent(bus, config)
+
+    async def connect(lattice: LatticeConfig, name: str) -> Bus:
+        return await NatsBus.connect(lattice, name=name)
+
+    agent = NodeAgent(bus, config, connect=connect)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(agent.run())
             await draining.wait()
             agent.stop()
+    except Exception:
+        if bus.refused:  # say why, rather than the first operation that failed after it
+            raise Unauthorized(
+                f"the mesh shut node {config.node.name} out: {bus.refused}; "
+                "it needs a new invite (`motes invite --node`, then `motes join`)"
+            ) from None
+        raise
     finally:
         await bus.close()
 

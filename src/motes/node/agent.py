@@ -14,6 +14,7 @@ and its children come from a ``Launcher`` (processes; in tests, tasks).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -28,21 +29,29 @@ import msgspec
 
 from .. import __version__
 from ..app.bundle import extract_bundle
-from ..config import Config
-from ..errors import BadMessage, MotesError, RetryableError
+from ..config import Config, LatticeConfig
+from ..errors import (
+    BadMessage,
+    Forbidden,
+    MotesError,
+    RetryableError,
+    TransportError,
+    Unauthorized,
+)
 from ..identity import KeyKind, SigningKey
+from ..identity.records import open_app, seal_node
+from ..runtime.assignments import trusted_assignment
 from ..scheduler.service import SchedulerService
+from ..trust.client import Credentials, NodeCredentials, PrincipalFiles
 from ..wire import resources, subjects
-from ..wire.bus import KV, Bus, Message, Subscription
+from ..wire.bus import KV, Bus, ConnState, Message, Subscription
 from ..wire.codec import decode, encode
 from ..wire.messages import (
-    AppRecord,
     Heartbeat,
     InstanceSpec,
     InstanceState,
     InstanceStatus,
     Load,
-    NodeAssignment,
     NodeRecord,
     NodeState,
     NodeStatus,
@@ -56,6 +65,7 @@ __all__ = ["NodeAgent"]
 log = logging.getLogger(__name__)
 
 _Handler = Callable[[Message], Awaitable[None]]
+Connect = Callable[[LatticeConfig, str], Awaitable[Bus]]
 
 
 @dataclass(eq=False)
@@ -77,7 +87,11 @@ class NodeAgent:
         *,
         launcher: Launcher | None = None,
         key: SigningKey | None = None,
+        connect: Connect | None = None,
     ) -> None:
+        """``connect`` opens another connection (the scheduler's, in an authenticated
+        mesh, where it has a credential of its own); without it everything shares
+        ``bus``."""
         self.bus = bus
         self.home = Path(config.node.home)
         self.name = config.node.name
@@ -86,7 +100,13 @@ class NodeAgent:
         self.key = key or SigningKey.provision(self.home / "node.key", KeyKind.NODE)
         self.id = self.key.id
         self.config = config.replace(node={"id": self.id})
-        self.launcher = launcher or ProcessLauncher(self.config)
+        self.creds: NodeCredentials | None = None
+        if config.lattice.credentials:
+            self.creds = NodeCredentials(
+                bus, self.id, self.home / "run", dataclasses.replace(config.lattice, credentials="")
+            )
+        self.launcher = launcher or ProcessLauncher(self.config, self.creds)
+        self._connect = connect
         self.record = NodeRecord(
             id=self.id,
             name=self.name,
@@ -98,7 +118,7 @@ class NodeAgent:
             started_at=time.time(),
             version=__version__,
         )
-        self.scheduler = SchedulerService(bus, self.id, self.timing)
+        self.scheduler: SchedulerService | None = None
         self.instances: dict[str, _Instance] = {}
         self.warm: list[WorkerProc] = []
         self.loads: dict[str, InstanceStatus] = {}
@@ -119,6 +139,11 @@ class NodeAgent:
     async def run(self, *, started: asyncio.Event | None = None) -> None:
         """Serve until ``stop``; ``started`` is set once the node (and its store) is ready."""
         nodes = await self.bus.kv(resources.NODES)
+        scheduler_bus = await self._scheduler_bus()
+        if scheduler_bus is not None:
+            self.scheduler = SchedulerService(
+                scheduler_bus, self.id, self.timing, key=self.key, mesh_key=self._mesh_key
+            )
         subs = [
             await self.bus.subscribe(subjects.CTL_NODES),
             await self.bus.subscribe(subjects.CTL_PS),
@@ -129,15 +154,19 @@ class NodeAgent:
                 self._tg = tg
                 store_up = asyncio.Event()
                 tg.create_task(self._keep_store(store_up))  # starts beside our own start
+                tg.create_task(self._watch_connection())
                 tg.create_task(self._serve(subs[0], self._on_nodes))
                 tg.create_task(self._serve(subs[1], self._on_ps))
                 tg.create_task(self._serve(subs[2], self._on_load))
-                await nodes.put(self.id, encode(self.record))
+                await nodes.put(self.id, seal_node(self.key, self.record))
                 tg.create_task(self._heartbeats())
                 tg.create_task(self._follow_assignment())
                 tg.create_task(self._prefetch_bundles())
                 tg.create_task(self._converge())
-                tg.create_task(self.scheduler.run())
+                if self.scheduler is not None:
+                    tg.create_task(self.scheduler.run())
+                if self.creds is not None:
+                    tg.create_task(self._keep_credentials(self.creds))
                 # The warm pool fills in the background (a call that finds it empty starts
                 # a worker itself); the node is ready once its store service is.
                 self._spawn(self._fill_warm_pool(), "warm pool")
@@ -160,6 +189,41 @@ class NodeAgent:
                     await sub.unsubscribe()
                 except RetryableError:
                     pass
+            if scheduler_bus is not None and scheduler_bus is not self.bus:
+                await scheduler_bus.close()
+
+    async def _watch_connection(self) -> None:
+        """A connection nats-py closed for good (the server shut us out: a revoked or
+        expired credential) ends the node; a lost one is retried for as long as we run."""
+        async for state in self.bus.status():
+            if state is ConnState.CLOSED and not self._stop.is_set():
+                if self.bus.refused:
+                    raise Unauthorized(f"the mesh shut node {self.name} out: {self.bus.refused}")
+                raise TransportError(f"node {self.name} lost its lattice connection for good")
+
+    @property
+    def _mesh_key(self) -> bytes | None:
+        key = self.config.lattice.mesh_key
+        return bytes.fromhex(key) if key else None
+
+    async def _scheduler_bus(self) -> Bus | None:
+        """The scheduler candidate's connection: ours, or (in an authenticated mesh) one
+        with the scheduler's own credential, if this node is allowed to schedule."""
+        if self.creds is None or self._connect is None:
+            return self.bus
+        try:
+            lattice = await self.creds.scheduler()
+        except Forbidden:
+            log.info("node %s may not schedule: it runs no scheduler candidate", self.name)
+            return None
+        return await self._connect(lattice, f"scheduler {self.name}")
+
+    async def _keep_credentials(self, creds: NodeCredentials) -> None:
+        """Renew our own session and everything minted for our processes."""
+        files = PrincipalFiles(self.home, KeyKind.NODE)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(Credentials(self.bus, files).keep_fresh())
+            tg.create_task(creds.keep_fresh())
 
     def stop(self) -> None:
         self._stop.set()
@@ -291,7 +355,7 @@ class NodeAgent:
             record=self.record,
             state=str(self.state),
             load=self.load(),
-            leader=self.scheduler.is_leader,
+            leader=self.scheduler is not None and self.scheduler.is_leader,
         )
 
     async def _on_nodes(self, msg: Message) -> None:
@@ -357,12 +421,15 @@ class NodeAgent:
         kv = await self.bus.kv(resources.PLACE)
         async with await kv.watch(self.id) as watch:
             async for entry in watch:
-                try:
-                    assignment = decode(entry.value, NodeAssignment) if entry.value else None
-                except BadMessage as exc:
-                    log.error("ignoring an unreadable assignment: %s", exc)
-                    continue
-                self._desired = list(assignment.instances) if assignment else []
+                if entry.value is None:
+                    self._desired = []
+                else:
+                    assignment = await trusted_assignment(
+                        self.bus, self.id, entry.value, self.timing.lease_ttl_s
+                    )
+                    if assignment is None:
+                        continue
+                    self._desired = list(assignment.instances)
                 self._dirty.set()
 
     async def _converge(self) -> None:
@@ -400,7 +467,17 @@ class NodeAgent:
             bundle_dir = await self._bundle(spec.digest)
             worker = await self._take_warm()
             inst.worker = worker
-            await worker.assign(spec, str(bundle_dir), self.timing.start_timeout_s)
+            grant: dict[str, str] = {}
+            if self.creds is not None:
+                shell, code, secret = await self.creds.instance(spec.iid, worker.wid)
+                grant = {
+                    "credentials": shell.credentials,
+                    "inbox": shell.inbox_prefix,
+                    "app_credentials": code.credentials,
+                    "app_inbox": code.inbox_prefix,
+                    "convergence": str(secret),
+                }
+            await worker.assign(spec, str(bundle_dir), self.timing.start_timeout_s, **grant)
         except MotesError as exc:
             self._failed(inst, str(exc))
             if inst.worker is not None:
@@ -446,7 +523,7 @@ class NodeAgent:
                 if not entry.value:
                     continue
                 try:
-                    await self._bundle(decode(entry.value, AppRecord).digest)
+                    await self._bundle(open_app(entry.value)[0].digest)
                 except MotesError as exc:
                     log.warning("could not prefetch %s: %s", entry.key, exc)
 
@@ -485,6 +562,8 @@ class NodeAgent:
             await worker.pump()
         finally:
             self._workers.discard(worker)
+            if self.creds is not None:
+                self.creds.forget(worker.wid)
 
     async def _fill_warm_pool(self) -> None:
         async with self._filling:

@@ -16,12 +16,14 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import _proc
 from ..config import MESH_FILE, Config, LatticeConfig, NodeConfig, Timing, write_config
 from ..errors import MeshNotRunning, StartupError
 from ..identity import KeyKind, SigningKey
 from ..lattice import NatsServer, ServerConfig
+from ..trust.local import LocalTrust
 from ..wire import subjects
 from ..wire.bus import Bus
 from ..wire.codec import decode
@@ -61,13 +63,21 @@ class LocalMesh:
         port: int = 0,
         timing: Timing | None = None,
         write_mesh_file: bool = True,
+        auth: bool = True,
     ) -> None:
+        """``auth``: the embedded lattice authenticates every connection (NATS operator
+        mode; the mesh's keys under ``<home>/trust``). Off only to measure what it costs,
+        and when ``url`` names a lattice started elsewhere."""
         if nodes < 1:
             raise ValueError("a mesh needs at least one node")
         self.home = home
         self.port = port
         self.timing = timing or Timing()
         self.server: NatsServer | None = None
+        self.trust: LocalTrust | None = None
+        self.auth = auth and url is None
+        self._owner: LatticeConfig | None = None
+        self._node_lattice: dict[str, LatticeConfig] = {}
         self._url = url
         self._write = write_mesh_file
         labels = labels or {}
@@ -87,11 +97,19 @@ class LocalMesh:
     async def start(self, timeout: float = 60.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         try:
+            if self.auth:
+                self.trust = LocalTrust(self.home, self.timing)
             if self._url is None:
                 self.server = await NatsServer.start(
-                    ServerConfig(store_dir=self.home / "lattice" / "jetstream", port=self.port),
+                    ServerConfig(
+                        store_dir=self.home / "lattice" / "jetstream",
+                        port=self.port,
+                        operator=self.trust.operator() if self.trust else None,
+                    ),
                     workdir=self.home / "lattice",
                 )
+            if self.trust is not None:
+                await self._admit_local()
             await asyncio.gather(*(self.start_node(n) for n in self.nodes))
             await self.wait_ready(timeout)
         except BaseException:
@@ -100,15 +118,45 @@ class LocalMesh:
         if self._write:
             self._write_mesh_file()
 
+    async def _admit_local(self) -> None:
+        """The authority, the owner's credentials, and each local node's admission."""
+        assert self.trust is not None
+        servers = self.servers
+        await self.trust.start_authority(servers)
+        self._owner = self.trust.owner_lattice(servers)
+        bus = await self.connect("motes up (owner)")
+        try:
+            for n in self.nodes:
+                self._node_lattice[n.name] = await self.trust.admit_node(bus, n.name, n.home)
+        finally:
+            await bus.close()
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return tuple(u.strip() for u in self.url.split(",") if u.strip())
+
     @property
     def lattice(self) -> LatticeConfig:
-        """How to reach this mesh's lattice."""
-        return LatticeConfig(servers=tuple(u.strip() for u in self.url.split(",") if u.strip()))
+        """How to reach this mesh's lattice, as its owner."""
+        if self._owner is not None:
+            return self._owner
+        return LatticeConfig(servers=self.servers)
+
+    def client_config(self, timing: Timing | None = None) -> Config:
+        """Settings for a client of this mesh acting as its owner."""
+        return Config(home=str(self.home), lattice=self.lattice, timing=timing or self.timing)
+
+    def client(self, *, timing: Timing | None = None, cache: str | bool = True) -> Any:
+        """``async with mesh.client() as c``: the owner's connection (``motes.connect``)."""
+        from ..client import connect
+
+        return connect(config=self.client_config(timing), cache=cache)
 
     def node_config(self, node: NodeProc) -> Config:
+        lattice = self._node_lattice.get(node.name) or LatticeConfig(servers=self.servers)
         return Config(
             home=str(self.home),
-            lattice=self.lattice,
+            lattice=lattice,
             timing=self.timing,
             node=NodeConfig(name=node.name, home=str(node.home), labels=dict(node.labels)),
         )
@@ -207,6 +255,8 @@ class LocalMesh:
                 log.warning("%s did not drain within %g s; killing it", n.name, grace)
                 n.proc.kill()
                 await n.proc.wait()
+        if self.trust is not None:
+            await self.trust.stop()
         if self.server is not None:
             await self.server.stop()
         if self._write:

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import _proc
-from ..config import Config, write_config
+from ..config import Config, LatticeConfig, write_config
 from ..errors import BadMessage, MotesError, NoReply, NoResponders, RetryableError, StartupError
+from ..trust.client import NodeCredentials
 from ..wire import resources, subjects
 from ..wire.bus import Bus
 from ..wire.codec import decode, decode_reply, encode, raise_for
@@ -141,22 +142,22 @@ class _Process:
 
 
 class ProcessLauncher:
-    """Real child processes. Each kind gets its settings in a 0600 file under the node's
-    ``run/`` directory, written once: never a secret in argv or the environment."""
+    """Real child processes. Each gets its settings in a 0600 file under the node's
+    ``run/`` directory: never a secret in argv or the environment. In an authenticated
+    mesh each also gets a credential of its own (``creds``), scoped to what it does."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, creds: NodeCredentials | None = None) -> None:
         self.config = config
+        self.creds = creds
         self.run_dir = Path(config.node.home) / "run"
-        self._files: dict[str, Path] = {}
 
-    def _config_file(self, kind: str) -> Path:
-        path = self._files.get(kind)
-        if path is None:
-            path = self._files[kind] = write_config(self.config, self.run_dir / f"{kind}.json")
-        return path
+    async def _config_file(self, kind: str, lattice: LatticeConfig | None) -> Path:
+        config = self.config if lattice is None else self.config.replace(lattice=lattice)
+        return write_config(config, self.run_dir / f"{kind}.json")
 
     async def start_worker(self, wid: str) -> Child:
-        config = self._config_file("worker")
+        lattice = await self.creds.worker(wid) if self.creds is not None else None
+        config = await self._config_file(wid, lattice)
         proc = await _proc.spawn(
             _proc.python("motes.runtime.worker", "--config", str(config), "--wid", wid),
             stdout=asyncio.subprocess.PIPE,
@@ -165,7 +166,8 @@ class ProcessLauncher:
         return _Process(proc)
 
     async def start_store(self) -> Child:
-        config = self._config_file("store")
+        lattice = await self.creds.store() if self.creds is not None else None
+        config = await self._config_file("store", lattice)
         proc = await _proc.spawn(
             _proc.python("motes.store.service", "--config", str(config)),
             stdout=asyncio.subprocess.PIPE,
@@ -174,7 +176,8 @@ class ProcessLauncher:
 
 
 def new_worker_id(node: str) -> str:
-    return f"{node}-{os.getpid()}-{next(_ids)}"
+    """A worker id, unique on its node (one subject token)."""
+    return f"w{os.getpid()}-{next(_ids)}"
 
 
 @dataclass(eq=False)
@@ -198,7 +201,7 @@ class WorkerProc:
         return self.child.alive
 
     async def _ask(self, msg: bytes, timeout: float) -> bytes:
-        reply = await self.bus.request(subjects.worker(self.wid), msg, timeout=timeout)
+        reply = await self.bus.request(subjects.worker(self.node, self.wid), msg, timeout=timeout)
         return reply.data
 
     async def wait_warm(self, timeout: float) -> None:
@@ -221,10 +224,14 @@ class WorkerProc:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    async def assign(self, spec: InstanceSpec, bundle_dir: str, timeout: float) -> None:
-        """Load the instance; raises the worker's typed error if loading failed."""
+    async def assign(
+        self, spec: InstanceSpec, bundle_dir: str, timeout: float, **credentials: str
+    ) -> None:
+        """Load the instance; raises the worker's typed error if loading failed.
+
+        ``credentials``: the instance's own (``WorkerAssign``'s credential fields)."""
         self.spec = spec
-        msg = WorkerAssign(spec=spec, bundle_dir=bundle_dir, node=self.node)
+        msg = WorkerAssign(spec=spec, bundle_dir=bundle_dir, node=self.node, **credentials)
         try:
             reply = await self._ask(encode(msg), timeout)
         except NoReply:

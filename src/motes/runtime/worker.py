@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import enum
 import logging
 import os
@@ -27,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .._proc import process_main
-from ..config import Config, load_config, write_config
+from ..config import Config, LatticeConfig, load_config, write_config
 from ..errors import BadApp, BadMessage, FatalError, MotesError, RetryableError
 from ..meter import CallMeter
 from ..sandbox import Sandbox, host_for
@@ -42,7 +43,6 @@ from ..wire.messages import (
     Err,
     InstanceSpec,
     InstanceStatus,
-    NodeAssignment,
     Ok,
     WorkerAssign,
     WorkerControl,
@@ -50,6 +50,7 @@ from ..wire.messages import (
     WorkerStop,
 )
 from .actors import Actors
+from .assignments import trusted_assignment
 from .durable import DurableServer
 
 __all__ = ["Worker", "WorkerState", "main"]
@@ -82,11 +83,17 @@ class Worker:
         hosts: Callable[[InstanceSpec, str], Sandbox] = host_for,
         mote_config: bool = True,
         stopping: asyncio.Event | None = None,
+        connect: Callable[[LatticeConfig, str], Awaitable[Bus]] | None = None,
     ) -> None:
         """``hosts`` picks the Sandbox for an instance; ``mote_config``: give user code
         its own ``MOTES_CONFIG`` (off where user code shares a process with others, as in
-        tests); ``stopping``: set it to drain (the process's signal handler does)."""
+        tests); ``stopping``: set it to drain (the process's signal handler does);
+        ``connect``: opens the instance's own connection when its assignment brings a
+        credential (an authenticated mesh): the warm connection only answers the agent."""
         self.bus = bus
+        self.serving = bus
+        """The connection the instance serves on (its own credential's, once assigned)."""
+        self._connect = connect
         self.config = config
         self.timing = config.timing
         self.wid = wid
@@ -110,7 +117,7 @@ class Worker:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                ctl = await self.bus.subscribe(subjects.worker(self.wid))
+                ctl = await self.bus.subscribe(subjects.worker(self.node, self.wid))
                 tg.create_task(self._control(ctl))
                 await self.bus.flush()
                 tg.create_task(self._report_status())
@@ -130,6 +137,8 @@ class Worker:
         finally:
             if self._host is not None:
                 await self._host.close()
+            if self.serving is not self.bus:
+                await self.serving.close()
 
     def stop(self, grace: float | None = None) -> None:
         if grace is not None:
@@ -148,19 +157,19 @@ class Worker:
             await self._respond(msg, encode_error(exc))
             return
         if isinstance(ctl, WorkerQuery):
-            await self._respond(msg, encode(self.status()))
+            await self._respond(msg, encode(self.status()), self.bus)
         elif isinstance(ctl, WorkerStop):
-            await self._respond(msg, encode(Ok(None)))
+            await self._respond(msg, encode(Ok(None)), self.bus)
             self.stop(ctl.grace_s)
         elif isinstance(ctl, WorkerAssign):
             try:
                 await self._assign(ctl)
             except MotesError as exc:
                 self.state = WorkerState.FAILED
-                await self._respond(msg, encode_error(exc))
+                await self._respond(msg, encode_error(exc), self.bus)
                 self.stop(0)
                 return
-            await self._respond(msg, encode(Ok(None)))
+            await self._respond(msg, encode(Ok(None)), self.bus)
 
     def status(self) -> InstanceStatus:
         spec = self.spec
@@ -203,16 +212,22 @@ class Worker:
         spec = assign.spec
         self.spec = spec
         self.state = WorkerState.LOADING
+        if assign.credentials and self._connect is not None:
+            own = dataclasses.replace(
+                self.config.lattice, credentials=assign.credentials, inbox_prefix=assign.inbox
+            )
+            self.serving = await self._connect(own, f"instance {spec.iid}")
         if self._mote_config:
-            self._give_mote_its_config(spec)
+            self._give_mote_its_config(assign)
         host = self._host = self._hosts(spec, self.node)
         await host.load(Path(assign.bundle_dir), spec)
         assert self._tg is not None
+        bus = self.serving
         if spec.kind == "actor":
-            self._actors = Actors(host, spec.app, spec.mote, await self.bus.kv(resources.ACTORS))
+            self._actors = Actors(host, spec.app, spec.mote, await bus.kv(resources.ACTORS))
             for shard in spec.shards:
                 # A queue group: if two instances hold a shard for a moment, one gets each call.
-                sub = await self.bus.subscribe(
+                sub = await bus.subscribe(
                     subjects.actor(spec.app, spec.mote, shard),
                     queue=subjects.call_queue(spec.app, spec.mote),
                 )
@@ -222,7 +237,7 @@ class Worker:
             limit = spec.concurrency or _DEFAULT_ASYNC_CONCURRENCY
             if host.is_async and limit > 1:
                 self._slots = asyncio.Semaphore(limit)  # else None: one call at a time, inline
-            sub = await self.bus.subscribe(
+            sub = await bus.subscribe(
                 subjects.call(spec.app, spec.mote),
                 queue=subjects.call_queue(spec.app, spec.mote),
                 pending=1_000_000,
@@ -230,7 +245,7 @@ class Worker:
             self._subs.append(sub)
             self._tg.create_task(self._serve_calls(sub))
             durable = DurableServer(
-                self.bus,
+                bus,
                 spec,
                 host,
                 meter=self.meter,
@@ -239,21 +254,32 @@ class Worker:
                 slots=self._slots,
             )
             self._tg.create_task(durable.run())
-        await self.bus.flush()
+        await bus.flush()
         self._tg.create_task(self._fence(spec))
         self.state = WorkerState.READY
         print(f"serving {spec.app}.{spec.mote} ({spec.digest[7:19]}) as {spec.iid}", flush=True)
 
-    def _give_mote_its_config(self, spec: InstanceSpec) -> None:
-        """What user code's own ``motes.connect()`` reads: this lattice, this node's
-        cache and shares (read-only), and no more of the node's settings than that."""
+    def _give_mote_its_config(self, assign: WorkerAssign) -> None:
+        """What user code's own ``motes.connect()`` reads: this lattice as the app (the
+        credential its deployer's grants allow, never the node's), this node's cache
+        and shares (read-only), and the app's convergence secret for what it stores."""
         node = self.config.node
+        lattice = self.config.lattice
+        store = self.config.store
+        if assign.app_credentials:
+            lattice = dataclasses.replace(
+                lattice,
+                credentials=assign.app_credentials,
+                identity="",
+                inbox_prefix=assign.app_inbox,
+            )
+            store = dataclasses.replace(store, convergence=assign.convergence)
         mote = Config(
             home=node.home,
-            lattice=self.config.lattice,
+            lattice=lattice,
             timing=self.config.timing,
-            node=node,
-            store=self.config.store,
+            node=dataclasses.replace(node, labels={}),
+            store=store,
         )
         path = Path(node.home or ".") / "run" / f"{self.wid}.mote.json"
         os.environ["MOTES_CONFIG"] = str(write_config(mote, path))
@@ -264,15 +290,18 @@ class Worker:
         The agent stops us too; this covers an agent that is hung or cut off while we are
         not: a node declared lost comes back to an assignment without us, and we go.
         """
-        kv = await self.bus.kv(resources.PLACE)
+        kv = await self.serving.kv(resources.PLACE)
         async with await kv.watch(self.node) as watch:
             async for entry in watch:
-                try:
-                    listed = entry.value is not None and any(
-                        i.iid == spec.iid for i in decode(entry.value, NodeAssignment).instances
+                if entry.value is None:
+                    listed = False
+                else:
+                    assignment = await trusted_assignment(
+                        self.serving, self.node, entry.value, self.timing.lease_ttl_s
                     )
-                except BadMessage:
-                    continue
+                    if assignment is None:
+                        continue
+                    listed = any(i.iid == spec.iid for i in assignment.instances)
                 if not listed:
                     print(f"{spec.iid} is no longer assigned here: draining", flush=True)
                     self.stop()
@@ -351,7 +380,7 @@ class Worker:
 
     def _encode_reply(self, reply: Ok | Err) -> bytes:
         if isinstance(reply, Ok):
-            return encode_value_reply(reply.value, self.bus.max_payload, self._qualname())
+            return encode_value_reply(reply.value, self.serving.max_payload, self._qualname())
         return encode(reply)
 
     def _encode_batch(self, results: list[Ok | Err]) -> bytes:
@@ -372,17 +401,19 @@ class Worker:
     def _qualname(self) -> str:
         return f"{self.spec.app}.{self.spec.mote}" if self.spec else self.wid
 
-    async def _respond(self, msg: Message, data: bytes) -> int:
-        """Reply (if the caller asked for one); returns the bytes sent."""
-        if not msg.reply or self.bus.closed:
+    async def _respond(self, msg: Message, data: bytes, bus: Bus | None = None) -> int:
+        """Reply (if the caller asked for one) on the connection it came by (the serving
+        one, unless said); returns the bytes sent."""
+        bus = bus or self.serving
+        if not msg.reply or bus.closed:
             return 0
-        limit = self.bus.max_payload
+        limit = bus.max_payload
         if len(data) > limit:
             data = encode_error(
                 BadMessage(f"reply of {len(data)} bytes exceeds the {limit}-byte limit")
             )
         try:
-            await self.bus.publish(msg.reply, data)
+            await bus.publish(msg.reply, data)
         except RetryableError as exc:
             log.debug("reply to %s: %s", msg.subject, exc)
             return 0
@@ -404,8 +435,12 @@ async def _main(config: Config, wid: str, draining: asyncio.Event) -> None:
     from ..wire._nats import NatsBus
 
     bus = await NatsBus.connect(config.lattice, name=f"worker {wid}")
+
+    async def connect(lattice: LatticeConfig, name: str) -> Bus:
+        return await NatsBus.connect(lattice, name=name)
+
     try:
-        await Worker(bus, config, wid, stopping=draining).run()
+        await Worker(bus, config, wid, stopping=draining, connect=connect).run()
     finally:
         await bus.close()
 

@@ -18,23 +18,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import Timing
-from ..errors import BadMessage, Conflict, MotesError, RetryableError
+from ..errors import BadMessage, Conflict, IntegrityError, MotesError, RetryableError
+from ..identity import KeyKind, SigningKey
+from ..identity.records import open_app, open_assignment, open_node, seal_assignment
+from ..trust.records import read_trust
 from ..wire import resources, subjects
 from ..wire.bus import Bus, Message, Subscription
 from ..wire.codec import decode, encode
 from ..wire.lease import Lease, LeaseLost
 from ..wire.messages import (
-    AppRecord,
-    MoteQuery,
-    NodeAssignment,
-    NodeRecord,
-    SchedEvent,
+    Heartbeat as HeartbeatMsg,
 )
 from ..wire.messages import (
-    Heartbeat as HeartbeatMsg,
+    MoteQuery,
+    SchedEvent,
 )
 from ..wire.store import Holdings
 from .state import (
@@ -54,21 +54,36 @@ from .state import (
     PresenceSet,
     SchedulerState,
     Tick,
+    Trust,
+    TrustSet,
 )
 
 __all__ = ["SchedulerService"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SchedulerService:
     """Campaigns for leadership forever; while leader, runs the placement loop."""
 
     def __init__(
-        self, bus: Bus, node_id: str, timing: Timing, clock: Callable[[], float] = time.time
+        self,
+        bus: Bus,
+        node_id: str,
+        timing: Timing,
+        clock: Callable[[], float] = time.time,
+        *,
+        key: SigningKey | None = None,
+        mesh_key: bytes | None = None,
     ) -> None:
+        """``key`` signs the assignments this candidate writes as leader (its node's key;
+        one is made up when none is given, as in tests); ``mesh_key``: the mesh
+        authenticates, so placements follow its principals and grants (trust)."""
         self.bus = bus
         self.node_id = node_id
+        self.key = key or SigningKey.generate(KeyKind.NODE)
+        self.mesh_key = mesh_key
         self.timing = timing
         self.clock = clock
         self.is_leader = False
@@ -118,15 +133,11 @@ class SchedulerService:
         return {k: (e.value or b"", e.revision) for k, e in (await kv.items()).items()}
 
     async def _lead(self, epoch: int) -> None:
-        nodes = {
-            k: decode(v, NodeRecord)
-            for k, (v, _) in (await self._snapshot(resources.NODES)).items()
-        }
-        apps = {
-            k: decode(v, AppRecord) for k, (v, _) in (await self._snapshot(resources.APPS)).items()
-        }
+        nodes = _opened(await self._snapshot(resources.NODES), open_node)
+        opened_apps = _opened(await self._snapshot(resources.APPS), open_app)
+        apps = {k: record for k, (record, _) in opened_apps.items()}
         raw = await self._snapshot(resources.PLACE)
-        placed = {k: decode(v, NodeAssignment) for k, (v, _) in raw.items()}
+        placed = {k: a for k, (a, _) in _opened(raw, open_assignment).items()}
         ctx = await self._context()
         self._revs = {k: rev for k, (_, rev) in raw.items()}
         state = SchedulerState(failure_timeout=self.timing.failure_timeout_s)
@@ -146,6 +157,8 @@ class SchedulerService:
                     drained=frozenset(
                         k.removeprefix("drain.") for k in ctx if k.startswith("drain.")
                     ),
+                    signers={k: signer for k, (_, signer) in opened_apps.items()},
+                    trust=await self._trust(),
                 )
             )
         )
@@ -159,6 +172,8 @@ class SchedulerService:
                 tg.create_task(self._watch(resources.APPS, self._app_event))
                 tg.create_task(self._watch(resources.CTX, self._ctx_event))
                 tg.create_task(self._watch(resources.HOLDINGS, self._holdings_event))
+                if self.mesh_key is not None:
+                    tg.create_task(self._follow_trust())
                 tg.create_task(self._ticks())
                 while True:
                     event = await self._events.get()
@@ -208,7 +223,7 @@ class SchedulerService:
                 a = cmd.assignment
                 try:
                     self._revs[a.node] = await kv.update(
-                        a.node, encode(a), last=self._revs.get(a.node, 0)
+                        a.node, seal_assignment(self.key, a), last=self._revs.get(a.node, 0)
                     )
                 except Conflict as exc:
                     raise LeaseLost(
@@ -239,7 +254,7 @@ class SchedulerService:
             async for entry in watch:
                 try:
                     event = to_event(entry.key, entry.value)
-                except BadMessage as exc:
+                except (BadMessage, IntegrityError) as exc:
                     log.warning("scheduler: ignoring %s/%s: %s", bucket.name, entry.key, exc)
                     continue
                 if event is not None:
@@ -248,7 +263,7 @@ class SchedulerService:
     def _node_event(self, key: str, value: bytes | None) -> Event:
         if value is None:
             return NodeGone(now=self.clock(), node=key)
-        return NodeUp(now=self.clock(), record=decode(value, NodeRecord))
+        return NodeUp(now=self.clock(), record=open_node(value))
 
     async def _context(self) -> dict[str, str]:
         raw = await self._snapshot(resources.CTX)
@@ -269,7 +284,51 @@ class SchedulerService:
     def _app_event(self, key: str, value: bytes | None) -> Event:
         if value is None:
             return AppDeleted(now=self.clock(), name=key)
-        return AppPut(now=self.clock(), record=decode(value, AppRecord))
+        record, signer = open_app(value)
+        return AppPut(now=self.clock(), record=record, signer=signer)
+
+    async def _trust(self) -> Trust | None:
+        """Who owns which node, who may run and deploy what (None: no authentication)."""
+        if self.mesh_key is None:
+            return None
+        view = await read_trust(self.bus, self.mesh_key)
+        owners = {
+            p.id: p.owner for p in view.principals.values() if p.kind == "node" and not p.revoked_at
+        }
+        runs: dict[str, set[str]] = {}
+        deploys: dict[str, list[str]] = {}
+        for g in view.grants:
+            if g.action == "run":
+                runs.setdefault(g.resource or "*", set()).add(g.principal)
+            elif g.action in ("deploy", "admin"):
+                deploys.setdefault(g.principal, []).append(
+                    "*" if g.action == "admin" else g.resource
+                )
+        return Trust(
+            owners=owners,
+            runs={k: frozenset(v) for k, v in runs.items()},
+            deploys={k: tuple(v) for k, v in deploys.items()},
+        )
+
+    async def _follow_trust(self) -> None:
+        """Any change to principals or grants: read them again, and re-place."""
+        changed = asyncio.Event()
+
+        async def watch(bucket: resources.BucketSpec) -> None:
+            kv = await self.bus.kv(bucket)
+            async with await kv.watch(updates_only=True) as w:
+                async for _ in w:
+                    changed.set()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(watch(resources.PRINCIPALS))
+            tg.create_task(watch(resources.GRANTS))
+            while True:
+                await changed.wait()
+                changed.clear()
+                trust = await self._trust()
+                if trust is not None:
+                    self._events.put_nowait(TrustSet(now=self.clock(), trust=trust))
 
     async def _ticks(self) -> None:
         while True:
@@ -325,6 +384,17 @@ class SchedulerService:
             return
         if msg.reply and self.state is not None:
             await self.bus.publish(msg.reply, encode(self.state.explain(q.app, q.mote)))
+
+
+def _opened(raw: dict[str, tuple[bytes, int]], opener: Callable[[bytes], T]) -> dict[str, T]:
+    """The records that verify; the rest are logged and left out."""
+    out: dict[str, T] = {}
+    for key, (value, _) in raw.items():
+        try:
+            out[key] = opener(value)
+        except (BadMessage, IntegrityError) as exc:
+            log.warning("scheduler: ignoring %s: %s", key, exc)
+    return out
 
 
 def _describe(event: Event) -> str:

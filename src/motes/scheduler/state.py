@@ -24,9 +24,11 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
+from ..identity.grants import resource_matches
 from ..wire.messages import (
     AppRecord,
     InstanceSpec,
@@ -57,9 +59,27 @@ __all__ = [
     "PresenceSet",
     "SchedulerState",
     "Tick",
+    "Trust",
+    "TrustSet",
 ]
 
 # --- events ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trust:
+    """Who owns which node and whose apps each may run (an authenticated mesh)."""
+
+    owners: dict[str, str] = field(default_factory=dict)
+    """Admitted node id -> the person who owns it (a revoked node is absent)."""
+    runs: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Node id (or ``*``: every node) -> people granted ``run`` there."""
+    deploys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Person -> the app patterns they may deploy: an app record signed by anyone else
+    is not placed."""
+
+    def may_deploy(self, person: str, app: str) -> bool:
+        return any(resource_matches(p, app) for p in self.deploys.get(person, ()))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +95,10 @@ class Elected:
     drained: frozenset[str] = frozenset()
     seen: dict[str, float] = field(default_factory=dict)
     """When this candidate last heard each node; unheard nodes count from ``now``."""
+    signers: dict[str, str] = field(default_factory=dict)
+    """App name -> the person who deployed (signed) it."""
+    trust: Trust | None = None
+    """None: the mesh does not authenticate (the trust rule then allows everything)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +134,15 @@ class Tick:
 class AppPut:
     now: float
     record: AppRecord
+    signer: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustSet:
+    """Principals or grants changed: nodes may now refuse apps they ran (they move)."""
+
+    now: float
+    trust: Trust
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +198,7 @@ Event = (
     | PresenceSet
     | DrainSet
     | DataHeld
+    | TrustSet
 )
 
 # --- commands --------------------------------------------------------------------------
@@ -224,6 +258,8 @@ class SchedulerState:
         self.presence: str | None = None
         self.drained: set[str] = set()
         self.held: dict[str, dict[str, int]] = {}
+        self.trust: Trust | None = None
+        self.signers: dict[str, str] = {}
         """Node id -> storage index -> bytes its store holds or caches of that file."""
         self.scale: dict[MoteKey, int] = {}
         """Instances the autoscaler (or a caller's demand) wants, when above ``min``."""
@@ -262,8 +298,9 @@ class SchedulerState:
                 scaled_in = self._scale_in(event.now)
                 if not commands and not scaled_in and not settled:
                     return []
-            case AppPut(record=record):
+            case AppPut(record=record, signer=signer):
                 self.apps[record.name] = record
+                self.signers[record.name] = signer
             case AppDeleted(name=name):
                 self.apps.pop(name, None)
                 self.scale = {k: v for k, v in self.scale.items() if k[0] != name}
@@ -282,6 +319,8 @@ class SchedulerState:
                 return []  # steers new placements only; nothing running moves for it
             case DrainSet(node=node, drained=drained):
                 (self.drained.add if drained else self.drained.discard)(node)
+            case TrustSet(trust=trust):
+                self.trust = trust
         if self.epoch == 0:
             return []  # not leader yet: remember, decide nothing
         return commands + self._reconcile(cause)
@@ -297,6 +336,8 @@ class SchedulerState:
         self.assigned = {nid: list(a.instances) for nid, a in ev.assignments.items()}
         self.presence = ev.presence
         self.drained = set(ev.drained)
+        self.signers = dict(ev.signers)
+        self.trust = ev.trust
         # Inherited instances count as placed now: one that never gets ready stops holding
         # scale-out back after the start grace, as if this leader had placed it.
         self.placed_at = {i.iid: ev.now for insts in self.assigned.values() for i in insts}
@@ -436,6 +477,7 @@ class SchedulerState:
     # --- placement ---------------------------------------------------------------------
 
     def _reconcile(self, cause: str) -> list[Command]:
+        apps = self._permitted()
         live = {nid for nid, n in self.nodes.items() if n.alive}
         plan: Plan = {nid: [] for nid in self.nodes}
         previous: dict[MoteKey, list[tuple[str, InstanceSpec]]] = defaultdict(list)
@@ -443,7 +485,7 @@ class SchedulerState:
             if nid not in live:
                 continue
             for inst in instances:
-                app = self.apps.get(inst.app)
+                app = apps.get(inst.app)
                 spec = self._spec(inst.app, inst.mote)
                 if app is None or spec is None or spec.kind != inst.kind:
                     continue
@@ -454,7 +496,7 @@ class SchedulerState:
                         previous[(inst.app, inst.mote)].append((nid, inst))
                 elif not self._evicted(spec, app, nid, plan):
                     plan[nid].append(inst)
-        motes = [(a, m) for a in sorted(self.apps.values(), key=lambda a: a.name) for m in a.motes]
+        motes = [(a, m) for a in sorted(apps.values(), key=lambda a: a.name) for m in a.motes]
         for app, mote in motes:  # first free what is no longer wanted, so that...
             self._trim(app, mote, plan)
         for app, mote in motes:  # ...every mote can use the room in the same pass
@@ -470,6 +512,14 @@ class SchedulerState:
         live_iids = {i.iid for insts in self.assigned.values() for i in insts}
         self.placed_at = {k: v for k, v in self.placed_at.items() if k in live_iids}
         return commands
+
+    def _permitted(self) -> dict[str, AppRecord]:
+        """The apps that may be placed: all of them, or (authenticated) those deployed by
+        someone granted ``deploy`` for them."""
+        trust = self.trust
+        if trust is None:
+            return self.apps
+        return {n: a for n, a in self.apps.items() if trust.may_deploy(self.signers.get(n, ""), n)}
 
     def _evicted(
         self,
@@ -579,7 +629,20 @@ class SchedulerState:
             battery_pct=node.power.battery_pct,
             reads_here=self._reads_held(nid, mote),
             reads_most=max((self._reads_held(n, mote) for n in self.nodes), default=0),
+            **self._trust_view(nid, app),
         )
+
+    def _trust_view(self, nid: str, app: AppRecord) -> dict[str, Any]:
+        trust = self.trust
+        if trust is None:
+            return {}
+        return {
+            "trust_enforced": True,
+            "admitted": nid in trust.owners,
+            "owner": trust.owners.get(nid, ""),
+            "app_signer": self.signers.get(app.name, ""),
+            "runs": trust.runs.get(nid, frozenset()) | trust.runs.get("*", frozenset()),
+        }
 
     def _reads_held(self, nid: str, mote: MoteSpec) -> int:
         if not mote.reads:
@@ -604,6 +667,10 @@ class SchedulerState:
         mote = self._spec(app_name, mote_name)
         if app is None or mote is None:
             return WhyReply(mote=qual, desired=0, placed=0, nodes=[], note="not deployed")
+        if app_name not in self._permitted():
+            signer = self.signers.get(app_name, "") or "nobody"
+            note = f"deployed by {signer}, who holds no `deploy` grant for {app_name}: not placed"
+            return WhyReply(mote=qual, desired=0, placed=0, nodes=[], note=note)
         plan = {nid: list(insts) for nid, insts in self.assigned.items()}
         rows: list[NodeVerdict] = []
         placed = 0

@@ -111,6 +111,7 @@ class StoreClient:
         request_s: float = 10.0,
         cache_dir: Path | None,
         node: tuple[str, Path] | None = None,
+        convergence: Path | None = None,
     ) -> None:
         """``node``: (id, home) of the node this client runs on, if any (a mote's worker):
         its own shares are then read from its disk."""
@@ -119,6 +120,7 @@ class StoreClient:
         self.net = StoreNet(bus, scatter_s=scatter_s, request_s=request_s, local=local)
         self.cache = BlobCache(cache_dir) if cache_dir is not None else None
         self._secret: bytes | None = None
+        self._secret_file = convergence
 
     # --- writing ---------------------------------------------------------------------
 
@@ -216,7 +218,13 @@ class StoreClient:
         )
 
     async def secret(self) -> bytes:
-        """The mesh's convergence secret: made by the first writer, the same for all."""
+        """The convergence secret this client's data is keyed with: its own (a person's,
+        an app's) in an authenticated mesh; else the mesh's, made by the first writer."""
+        if self._secret is None and self._secret_file is not None:
+            secret = self._secret_file.read_bytes()
+            if len(secret) != 32:
+                raise IntegrityError(f"the convergence secret {self._secret_file}", "damaged")
+            self._secret = secret
         if self._secret is None:
             kv = await self.bus.kv(resources.STORE)
             try:

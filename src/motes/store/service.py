@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .._proc import process_main
+from .._proc import process_main, serve_until_drained
 from ..config import Config, Timing, load_config
 from ..errors import BadMessage, MotesError, RetryableError
 from ..wire import resources, subjects
@@ -339,16 +339,8 @@ async def _main(config: Config, draining: asyncio.Event) -> None:
         labels=dict(node.labels),
         timing=config.timing,
     )
-    started = asyncio.Event()
     try:
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(service.run(started=started))
-            await started.wait()
-            print("ready", flush=True)  # the node agent waits for this line
-            await draining.wait()
-            task.cancel()
-    except* asyncio.CancelledError:
-        pass
+        await serve_until_drained(lambda started: service.run(started=started), draining)
     finally:
         await service.forget()
         await bus.close()

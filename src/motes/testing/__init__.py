@@ -1,7 +1,7 @@
 """Helpers for tests (ours and users'): a real nats-server on port 0, a real local mesh.
 
 >>> async with local_mesh(tmp_path, nodes=3) as mesh:
-...     async with motes.connect(mesh.url) as client:
+...     async with mesh.client() as client:
 ...         await client.deploy("app.py")
 """
 
@@ -12,13 +12,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..config import Timing
 from ..lattice import NatsServer, ServerConfig
 from ..node.localmesh import LocalMesh
 
-__all__ = ["FAST", "eventually", "local_mesh", "nats_server"]
+__all__ = ["FAST", "eventually", "local_mesh", "nats_server", "wire_spy"]
 
 T = TypeVar("T")
 
@@ -50,10 +50,16 @@ async def local_mesh(
     nodes: int = 3,
     labels: dict[str, dict[str, str]] | None = None,
     timing: Timing = FAST,
+    auth: bool = True,
 ) -> AsyncIterator[LocalMesh]:
     """An embedded lattice and ``nodes`` node processes; everything stops on exit."""
     mesh = LocalMesh(
-        tmp_path / "mesh", nodes=nodes, labels=labels, timing=timing, write_mesh_file=False
+        tmp_path / "mesh",
+        nodes=nodes,
+        labels=labels,
+        timing=timing,
+        write_mesh_file=False,
+        auth=auth,
     )
     await mesh.start()
     try:
@@ -76,3 +82,24 @@ async def eventually(
             raise AssertionError(f"{what} not reached within {timeout:g} s")
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+
+
+def wire_spy(mesh: LocalMesh) -> dict[str, Any]:
+    """``nats.connect`` keywords for a plain nats-py client that may subscribe to every
+    subject of ``mesh``, replies included (no principal may): for tests that watch what
+    crosses the wire. Minted with the mesh's own keys, so only its owner can make one."""
+    import base64
+
+    from ..identity import KeyKind, SigningKey
+    from ..identity.jwt import Permissions
+
+    if mesh.trust is None:
+        return {}
+    key = SigningKey.generate(KeyKind.PERSON)
+    jwt = mesh.trust.keys.user_jwt(
+        key.public, name="wire spy", permissions=Permissions(sub_allow=(">",)), ttl_s=3600
+    )
+    return {
+        "user_jwt_cb": lambda: jwt.encode(),
+        "signature_cb": lambda nonce: base64.b64encode(key.sign(nonce.encode())),
+    }

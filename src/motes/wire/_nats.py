@@ -10,11 +10,14 @@ message its message iterator creates.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -40,12 +43,14 @@ from nats.js.kv import KeyValue
 from ..config import LatticeConfig
 from ..errors import (
     Conflict,
+    Forbidden,
     NoReply,
     NoResponders,
     PayloadTooLarge,
     TransportError,
     Unauthorized,
 )
+from ..identity.jwt import read_creds
 from .bus import ConnState, Entry, JetMsg, Op, StoredMsg, StreamState
 from .resources import BucketSpec, StreamSpec
 
@@ -54,6 +59,42 @@ __all__ = ["NatsBus"]
 log = logging.getLogger(__name__)
 _END = object()
 """Put in a subscription's queue to end its iterator."""
+
+
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.I)
+_REFUSALS = (
+    ("authorization violation", "no valid credential (or a revoked one)"),
+    ("authentication expired", "its credential expired"),
+    ("authentication revoked", "its credential was revoked"),
+)
+
+
+def _refusal(message: str) -> str | None:
+    low = message.lower()
+    for needle, reason in _REFUSALS:
+        if needle in low:
+            return reason
+    return None
+
+
+def _credential_callbacks(path: Path) -> dict[str, Any]:
+    """Present the credential in ``path`` (a ``.creds`` file), read at every (re)connect,
+    so a renewed one is used without restarting anything. Signing is done here, with the
+    same library as every other signature of ours."""
+
+    def read() -> tuple[str, Any]:
+        try:
+            return read_creds(path.read_text())
+        except OSError as exc:
+            raise Unauthorized(f"cannot read the credential {path}: {exc}") from None
+
+    def jwt() -> bytes:
+        return read()[0].encode()
+
+    def sign(nonce: str) -> bytes:
+        return base64.b64encode(read()[1].sign(nonce.encode()))
+
+    return {"user_jwt_cb": jwt, "signature_cb": sign}
 
 
 @contextlib.contextmanager
@@ -193,17 +234,23 @@ def _is_no_responders(msg: Msg) -> bool:
 
 
 class _KV:
-    def __init__(self, kv: KeyValue, name: str, timeout: float) -> None:
+    def __init__(self, kv: KeyValue, name: str, bus: NatsBus) -> None:
         self._kv = kv
         self._name = name
-        self._timeout = timeout
+        self._guarded = bus._guarded
+
+    @contextlib.asynccontextmanager
+    async def _op(self, what: str, key: str = "", expected: int = 0) -> AsyncIterator[None]:
+        async with self._guarded(self._name):
+            with _mapped(what, key, expected):
+                yield
 
     @property
     def name(self) -> str:
         return self._name
 
     async def get(self, key: str, *, deleted: bool = False) -> Entry | None:
-        with _mapped(f"reading {self._name}/{key}"):
+        async with self._op(f"reading {self._name}/{key}"):
             try:
                 e = await self._kv.get(key)
             except nats.js.errors.KeyNotFoundError as exc:
@@ -216,23 +263,25 @@ class _KV:
         return _entry(e)
 
     async def put(self, key: str, value: bytes) -> int:
-        with _mapped(f"writing {self._name}/{key}"):
+        async with self._op(f"writing {self._name}/{key}"):
             return int(await self._kv.put(key, value))
 
     async def create(self, key: str, value: bytes) -> int:
-        with _mapped(f"creating {self._name}/{key}", key=f"{self._name}/{key}"):
+        async with self._op(f"creating {self._name}/{key}", key=f"{self._name}/{key}"):
             return int(await self._kv.create(key, value))
 
     async def update(self, key: str, value: bytes, *, last: int) -> int:
-        with _mapped(f"updating {self._name}/{key}", key=f"{self._name}/{key}", expected=last):
+        async with self._op(
+            f"updating {self._name}/{key}", key=f"{self._name}/{key}", expected=last
+        ):
             return int(await self._kv.update(key, value, last=last))
 
     async def delete(self, key: str) -> None:
-        with _mapped(f"deleting {self._name}/{key}"):
+        async with self._op(f"deleting {self._name}/{key}"):
             await self._kv.delete(key)
 
     async def history(self, key: str) -> list[Entry]:
-        with _mapped(f"history of {self._name}/{key}"):
+        async with self._op(f"history of {self._name}/{key}"):
             try:
                 entries = await self._kv.history(key)
             except nats.js.errors.NoKeysError:
@@ -241,14 +290,23 @@ class _KV:
 
     async def items(self, keys: str = ">") -> dict[str, Entry]:
         out: dict[str, Entry] = {}
-        with _mapped(f"listing {self._name}"):
-            watcher = await self._kv.watch(keys, ignore_deletes=True)
+        async with self._op(f"listing {self._name}"):
+            watcher = await self._kv.watch(keys)
             try:
                 async for e in watcher:
                     if e is None:
-                        break
-                    if e.value:
+                        # nats-py's "nothing to read" marker can come before entries
+                        # that are already on their way (it races the consumer's
+                        # first deliveries): the consumer itself says which it is.
+                        assert watcher._sub is not None
+                        info = await watcher._sub.consumer_info()
+                        if info.delivered.consumer_seq == 0 and info.num_pending == 0:
+                            break
+                        continue
+                    if e.operation is None:  # a put; deletes and purges are markers
                         out[e.key] = _entry(e)
+                    else:
+                        out.pop(e.key, None)
                     if e.delta == 0:
                         break
             finally:
@@ -258,7 +316,7 @@ class _KV:
     async def watch(
         self, keys: str = ">", *, history: bool = False, updates_only: bool = False
     ) -> _Watch:
-        with _mapped(f"watching {self._name}"):
+        async with self._op(f"watching {self._name}"):
             # Revisions are the bucket stream's sequence: anything at or below its last
             # one now is a current value, not an update.
             after = (await self._kv.status()).stream_info.state.last_seq if updates_only else 0
@@ -419,6 +477,73 @@ class NatsBus:
         self._streams: set[str] = set()
         self._subs: set[_Sub] = set()
         self._watchers: list[asyncio.Queue[ConnState]] = []
+        self._guards: dict[int, tuple[str, Callable[[Forbidden], None]]] = {}
+        self._guard_ids = itertools.count()
+        self.principal = config.inbox_prefix.removeprefix("_I.")
+        self._refusal = ""
+
+    # --- refusals ---------------------------------------------------------------------
+
+    def _refused(self, message: str) -> bool:
+        """A permission violation the server reported: fail whoever waits on it."""
+        m = _VIOLATION.search(message)
+        if m is None:
+            return False
+        action, subject = m.group(1), m.group(2)
+        err = Forbidden(self.principal or "this connection", f"{action} to", subject)
+        hit = False
+        for hint, fail in list(self._guards.values()):
+            if hint.lower() in subject.lower():  # nats-py lowercases the server's message
+                fail(err)
+                hit = True
+        if not hit:
+            log.warning("%s", err)
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _op(self, what: str, hint: str, *, cancel: bool = True) -> AsyncIterator[None]:
+        """Map nats-py's errors (``_mapped``), and fail fast on a refusal (``_guarded``)."""
+        async with self._guarded(hint, cancel=cancel):
+            with _mapped(what):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, hint: str, *, cancel: bool = True) -> AsyncIterator[None]:
+        """Fail the block with ``Forbidden`` if the server refuses a subject that
+        contains ``hint``: at once (cancelling what it waits on, instead of waiting out a
+        timeout for an answer that will never come), or with ``cancel=False`` when it
+        ends, for a block that must not be cancelled midway (a flush: nats-py then fails
+        on the PONG it still expects)."""
+        if not self.config.credentials:
+            yield
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        refused: list[Forbidden] = []
+
+        def fail(err: Forbidden) -> None:
+            if not refused:
+                refused.append(err)
+                if cancel:
+                    task.cancel()
+
+        key = next(self._guard_ids)
+        self._guards[key] = (hint, fail)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if refused and cancel:
+                task.uncancel()
+                raise refused[0] from None
+            raise
+        finally:
+            self._guards.pop(key, None)
+        if refused:
+            # A cancel can be swallowed: 3.11's wait_for drops it when what it waits on
+            # finished in the same step (a reply right behind the -ERR).
+            if cancel and task.cancelling():
+                task.uncancel()
+            raise refused[0]
 
     @classmethod
     async def connect(cls, config: LatticeConfig, *, name: str = "motes") -> NatsBus:
@@ -426,8 +551,16 @@ class NatsBus:
         if not config.servers:
             raise TransportError("no lattice servers configured")
         holder: list[NatsBus] = []
+        refusals: list[str] = []
 
         async def on_error(exc: Exception) -> None:
+            if holder and holder[0]._refused(str(exc)):
+                return
+            refusal = _refusal(str(exc))
+            if refusal is not None:
+                refusals.append(refusal)
+                if holder:
+                    holder[0]._refusal = refusal
             log.debug("nats: %r", exc)
 
         def state(s: ConnState) -> Callable[[], Awaitable[None]]:
@@ -451,20 +584,26 @@ class NatsBus:
             "inbox_prefix": config.inbox_prefix,
         }
         if config.credentials:
-            options["user_credentials"] = config.credentials
+            options.update(_credential_callbacks(Path(config.credentials)))
         if config.tls_ca:
             options["tls"] = _tls_context(config)
         servers = list(config.servers)
+        where = ",".join(servers)
         try:
             nc = await nats.connect(servers, **options)
         except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
-            raise TransportError(
-                f"cannot reach the lattice at {','.join(servers)}: {exc}"
-            ) from None
-        except (nats.errors.AuthorizationError, nats.errors.InvalidUserCredentialsError) as exc:
-            raise Unauthorized(f"the lattice at {','.join(servers)} refused us: {exc}") from None
+            if refusals:
+                raise Unauthorized(
+                    f"the lattice at {where} refused the connection: {refusals[-1]}"
+                ) from None
+            raise TransportError(f"cannot reach the lattice at {where}: {exc}") from None
         except nats.errors.Error as exc:
-            raise TransportError(f"cannot connect to {','.join(servers)}: {exc!r}") from None
+            refusal = _refusal(str(exc))
+            if refusal is not None:
+                raise Unauthorized(
+                    f"the lattice at {where} refused the connection: {refusal}"
+                ) from None
+            raise TransportError(f"cannot connect to {where}: {exc!r}") from None
         # Once connected, a lost server is retried for as long as we run.
         nc.options["max_reconnect_attempts"] = -1
         bus = cls(nc, config)
@@ -486,10 +625,23 @@ class NatsBus:
     def closed(self) -> bool:
         return bool(self._nc.is_closed)
 
+    @property
+    def refused(self) -> str:
+        return self._refusal
+
     def new_inbox(self) -> str:
         return str(self._nc.new_inbox())
 
     def _changed(self, state: ConnState) -> None:
+        if state is ConnState.CLOSED and not self._refusal:
+            # Shut out: the server sends 'User Authentication Revoked' (or 'Expired', or
+            # 'Authorization Violation' on a reconnect) and closes the connection; nats-py
+            # keeps that as its last error and does not reconnect.
+            err = self._nc.last_error
+            if isinstance(err, nats.errors.AuthorizationError):
+                self._refusal = "its credential was refused"
+            elif err is not None:
+                self._refusal = _refusal(str(err)) or ""
         for q in self._watchers:
             q.put_nowait(state)
         if state is ConnState.CLOSED:
@@ -536,8 +688,22 @@ class NatsBus:
             await self._nc.publish(subject, data, reply=reply, headers=headers)
 
     async def subscribe(self, subject: str, *, queue: str = "", pending: int = 65536) -> _Sub:
-        with _mapped(f"subscribing to {subject}"):
-            sub = await self._nc.subscribe(subject, queue=queue, pending_msgs_limit=pending)
+        sub = None
+        try:
+            async with self._op(f"subscribing to {subject}", subject, cancel=False):
+                sub = await self._nc.subscribe(subject, queue=queue, pending_msgs_limit=pending)
+                if self.config.credentials:
+                    # A refused subscription is reported once, right away: wait for it
+                    # here rather than keep one that will never deliver anything. nats-py
+                    # writes a flush's PING straight to the socket, ahead of the SUB still
+                    # queued for its flusher task; yielding once lets that task (woken
+                    # first) write the SUB, so the PONG comes back behind any -ERR for it.
+                    await asyncio.sleep(0)
+                    await self._nc.flush()
+        except Forbidden:
+            if sub is not None:
+                self._nc._remove_sub(sub._id)
+            raise
         wrapped = _Sub(self, sub)
         self._subs.add(wrapped)
         return wrapped
@@ -554,6 +720,15 @@ class NatsBus:
 
         token = self._replies.open(deliver)
         timer = loop.call_later(timeout, _expire, fut)
+        guard = None
+        if self.config.credentials:
+
+            def refuse(err: Forbidden) -> None:
+                if not fut.done():
+                    fut.set_exception(err)
+
+            guard = next(self._guard_ids)
+            self._guards[guard] = (subject, refuse)
         try:
             await self.publish(subject, data, reply=self._replies.prefix + token, headers=headers)
             try:
@@ -563,6 +738,8 @@ class NatsBus:
         finally:
             timer.cancel()
             self._replies.close(token)
+            if guard is not None:
+                self._guards.pop(guard, None)
         if _is_no_responders(msg):
             raise NoResponders(subject)
         return msg
@@ -595,13 +772,11 @@ class NatsBus:
     async def kv(self, bucket: BucketSpec) -> _KV:
         kv = self._kv.get(bucket.name)
         if kv is None:
-            kv = self._kv[bucket.name] = _KV(
-                await self._ensure_kv(bucket), bucket.name, self.config.api_timeout_s
-            )
+            kv = self._kv[bucket.name] = _KV(await self._ensure_kv(bucket), bucket.name, self)
         return kv
 
     async def _ensure_kv(self, spec: BucketSpec) -> KeyValue:
-        with _mapped(f"opening bucket {spec.name}"):
+        async with self._op(f"opening bucket {spec.name}", spec.name):
             try:
                 return await self._js.key_value(spec.name)
             except nats.js.errors.BucketNotFoundError:
@@ -612,6 +787,8 @@ class NatsBus:
                 ttl=spec.ttl,
                 storage=StorageType.FILE,
                 replicas=self.config.replicas,
+                # Gets by key put the key in the subject: readers can be scoped per key.
+                direct=True,
             )
             try:
                 return await self._js.create_key_value(config)
@@ -622,7 +799,7 @@ class NatsBus:
     async def objects(self, bucket: BucketSpec) -> _Objects:
         store = self._objects.get(bucket.name)
         if store is None:
-            with _mapped(f"opening object store {bucket.name}"):
+            async with self._op(f"opening object store {bucket.name}", bucket.name):
                 try:
                     raw = await self._js.object_store(bucket.name)
                 except nats.js.errors.BucketNotFoundError:
@@ -650,7 +827,7 @@ class NatsBus:
             storage=StorageType.FILE,
             num_replicas=self.config.replicas,
         )
-        with _mapped(f"opening stream {stream.name}"):
+        async with self._op(f"opening stream {stream.name}", stream.name):
             try:
                 await self._js.stream_info(stream.name)
             except nats.js.errors.NotFoundError:
@@ -666,7 +843,7 @@ class NatsBus:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         if len(data) > self._nc.max_payload:
             raise PayloadTooLarge(f"a message to {subject}", len(data), self.max_payload)
-        with _mapped(f"storing a message on {subject}"):
+        async with self._op(f"storing a message on {subject}", subject):
             ack = await self._js.publish(subject, data, timeout=timeout, headers=headers)
         return int(ack.seq)
 
@@ -676,17 +853,17 @@ class NatsBus:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         if len(data) > self._nc.max_payload:
             raise PayloadTooLarge(f"a message to {subject}", len(data), self.max_payload)
-        with _mapped(f"storing a message on {subject}"):
+        async with self._op(f"storing a message on {subject}", subject):
             fut = await self._js.publish_async(subject, data, headers=headers)
 
         async def acked() -> int:
-            with _mapped(f"storing a message on {subject}"):
+            async with self._op(f"storing a message on {subject}", subject):
                 return int((await fut).seq)
 
         return acked()
 
     async def stream_state(self, stream: str, subjects: str = "") -> StreamState | None:
-        with _mapped(f"reading stream {stream}"):
+        async with self._op(f"reading stream {stream}", stream):
             try:
                 info = await self._js.stream_info(stream, subjects_filter=subjects or None)
             except nats.js.errors.NotFoundError:
@@ -696,7 +873,7 @@ class NatsBus:
         )
 
     async def stream_first(self, stream: str, subject: str) -> StoredMsg | None:
-        with _mapped(f"reading stream {stream}"):
+        async with self._op(f"reading stream {stream}", stream):
             try:
                 msg = await self._js.get_msg(stream, seq=1, next=True, subject=subject)
             except nats.js.errors.NotFoundError:
@@ -707,7 +884,7 @@ class NatsBus:
         )
 
     async def consumer_pending(self, stream: str, durable: str) -> int | None:
-        with _mapped(f"reading consumer {durable}"):
+        async with self._op(f"reading consumer {durable}", stream):
             try:
                 info = await self._js.consumer_info(stream, durable)
             except nats.js.errors.NotFoundError:
@@ -731,7 +908,7 @@ class NatsBus:
             max_ack_pending=max_ack_pending,
             filter_subject=subject,
         )
-        with _mapped(f"consuming {subject}"):
+        async with self._op(f"consuming {subject}", stream.name):
             sub = await self._js.pull_subscribe(
                 subject, durable=durable, stream=stream.name, config=config
             )
@@ -741,7 +918,7 @@ class NatsBus:
         self, stream: StreamSpec, subjects: str, *, follow: bool
     ) -> AsyncIterator[StoredMsg]:
         await self.ensure_stream(stream)
-        with _mapped(f"reading stream {stream.name}"):
+        async with self._op(f"reading stream {stream.name}", stream.name):
             sub = await self._js.subscribe(
                 subjects, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
             )

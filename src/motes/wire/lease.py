@@ -16,15 +16,23 @@ import logging
 import time
 
 from ..errors import Conflict, RetryableError
-from .bus import KV
+from .bus import KV, Entry
 
-__all__ = ["Lease", "LeaseLost"]
+__all__ = ["Lease", "LeaseLost", "holder_of"]
 
 log = logging.getLogger(__name__)
 
 
 class LeaseLost(Exception):
     """Someone else holds the lease now (or we could not prove we still do)."""
+
+
+def holder_of(entry: Entry | None) -> tuple[str, int]:
+    """(holder, epoch) a lease entry names; epoch 0 until its first renewal says it."""
+    if entry is None or not entry.value:
+        return "", 0
+    holder, _, epoch = entry.value.decode(errors="replace").partition(" ")
+    return holder, int(epoch) if epoch.isdigit() else 0
 
 
 class Lease:
@@ -74,7 +82,8 @@ class Lease:
             if not self.held:
                 raise LeaseLost(self.key)
             try:
-                self.revision = await self.kv.update(self.key, self.holder, last=self.revision)
+                value = self.holder + f" {self.epoch}".encode()  # who, and since when
+                self.revision = await self.kv.update(self.key, value, last=self.revision)
             except Conflict as exc:
                 self.revision = 0
                 raise LeaseLost(self.key) from exc

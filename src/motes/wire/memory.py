@@ -492,6 +492,10 @@ class MemoryBus:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def refused(self) -> str:
+        return ""  # the in-memory lattice authenticates no one
+
     def _check(self) -> None:
         if self._closed:
             raise TransportError(f"{self.name}: the connection is closed")

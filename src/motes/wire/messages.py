@@ -307,11 +307,20 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
 
 
 class WorkerAssign(msgspec.Struct, frozen=True, kw_only=True, tag="wassign1"):
-    """Sent by a node agent to a warm worker: load this bundle, serve this instance."""
+    """Sent by a node agent to a warm worker: load this bundle, serve this instance.
+
+    In an authenticated mesh it also names (paths of 0600 files, never the secrets
+    themselves) the instance's own credential, the one its user code gets, and the
+    secret its stored data is keyed with."""
 
     spec: InstanceSpec
     bundle_dir: str
     node: str
+    credentials: str = ""
+    inbox: str = ""
+    app_credentials: str = ""
+    app_inbox: str = ""
+    convergence: str = ""
 
 
 class WorkerQuery(msgspec.Struct, frozen=True, kw_only=True, tag="wquery1"):

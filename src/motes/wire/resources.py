@@ -13,6 +13,7 @@ from . import subjects
 __all__ = [
     "ACTORS",
     "APPS",
+    "AUDIT",
     "BUCKETS",
     "BUNDLES",
     "CALLS",
@@ -21,11 +22,14 @@ __all__ = [
     "DUPLICATE_WINDOW_S",
     "FILES",
     "FLOWS",
+    "GRANTS",
     "HOLDINGS",
     "HOLDINGS_TTL_S",
+    "INVITES",
     "LOGS",
     "NODES",
     "PLACE",
+    "PRINCIPALS",
     "RESULTS",
     "RESULT_TTL_S",
     "STORE",
@@ -79,6 +83,9 @@ FILES = BucketSpec(subjects.KV_FILES)
 HOLDINGS = BucketSpec(subjects.KV_HOLDINGS, ttl=HOLDINGS_TTL_S)
 DATASETS = BucketSpec(subjects.KV_DATASETS, history=8)
 BUNDLES = BucketSpec(subjects.OBJ_BUNDLES, objects=True)
+PRINCIPALS = BucketSpec(subjects.KV_PRINCIPALS, history=8)
+GRANTS = BucketSpec(subjects.KV_GRANTS, history=4)
+INVITES = BucketSpec(subjects.KV_INVITES)
 _LEASE = BucketSpec(subjects.KV_LEASE)
 
 BUCKETS = (
@@ -94,6 +101,9 @@ BUCKETS = (
     HOLDINGS,
     DATASETS,
     BUNDLES,
+    PRINCIPALS,
+    GRANTS,
+    INVITES,
 )
 
 
@@ -115,4 +125,7 @@ CALLS = StreamSpec(
     duplicate_window=DUPLICATE_WINDOW_S,
 )
 
-STREAMS = (LOGS, CALLS)
+AUDIT = StreamSpec(subjects.STREAM_AUDIT, (subjects.AUDIT,))
+"""The audit log: kept whole (no limits), written by the authority alone."""
+
+STREAMS = (LOGS, CALLS, AUDIT)

@@ -11,7 +11,7 @@ Layout (``{node}``, ``{app}``, ``{mote}`` are validated names, never user free t
     motes.sched.demand                 "a caller is waiting for this mote": to the leader
     motes.node.{node}.ctl              one node agent's control requests
     motes.node.{node}.load             that node's workers report load to their agent
-    motes.w.{worker}                   one worker process's control requests
+    motes.w.{node}.{worker}            one worker process's control requests
     motes.log.{app}.{mote}.{node}      worker output, kept in the MOTES_LOGS stream
     motes.durable.{app}.{mote}         durable calls, kept in the MOTES_CALLS work queue
     motes.store.{node}.put             store one share (piece) on that node's store service
@@ -21,6 +21,8 @@ Layout (``{node}``, ``{app}``, ``{mote}`` are validated names, never user free t
     motes.store.repair                 one store service (queue group) checks/repairs a file
     motes.ev.sched                     the scheduler leader's decisions (node lost, placed)
     motes.ev.inst.{node}               instance state changes on one node
+    motes.auth.{op}.{principal}        a principal's requests to the mesh's authority
+    motes.audit                        the audit log (stream MOTES_AUDIT)
 
 The JetStream subjects behind buckets, streams and the object store have builders here
 too (``kv_subject``, ``js_api``, ...), so what a principal may touch can be derived from
@@ -60,6 +62,14 @@ CONVERGENCE_KEY = "convergence"
 KV_FILES = "motes_files"
 KV_HOLDINGS = "motes_holdings"
 KV_DATASETS = "motes_datasets"
+KV_PRINCIPALS = "motes_principals"
+"""Admitted principals (nodes, people), each record signed by the mesh."""
+KV_GRANTS = "motes_grants"
+"""Grants, each signed by its issuer; key = grant id."""
+KV_INVITES = "motes_invites"
+"""Invites the authority made, and how often each was used (the authority's only)."""
+STREAM_AUDIT = "MOTES_AUDIT"
+AUDIT = f"{PREFIX}.audit"
 
 LEASE_KEY = "scheduler"
 CTL_NODES = f"{PREFIX}.ctl.nodes"
@@ -72,8 +82,22 @@ DURABLE_ALL = f"{PREFIX}.durable.>"
 STORE_LOCATE = f"{PREFIX}.store.locate"
 STORE_REPAIR = f"{PREFIX}.store.repair"
 STORE_REPAIR_QUEUE = "q.store.repair"
+AUTH_ALL = f"{PREFIX}.auth.>"
 EVENTS_ALL = f"{PREFIX}.ev.>"
 EVENTS_SCHED = f"{PREFIX}.ev.sched"
+
+
+def auth(op: str, principal: str) -> str:
+    """A request of ``principal`` to the authority: only it may publish here."""
+    return f"{PREFIX}.auth.{op}.{principal}"
+
+
+def parse_auth(subject: str) -> tuple[str, str] | None:
+    """``(op, principal)`` of an auth request subject."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[:2] != [PREFIX, "auth"]:
+        return None
+    return parts[2], parts[3]
 
 
 def instance_events(node: str) -> str:
@@ -136,7 +160,7 @@ def call_queue(app: str, mote: str) -> str:
     return f"q.{app}.{mote}"
 
 
-def actor(app: str, mote: str, shard: int) -> str:
+def actor(app: str, mote: str, shard: int | str) -> str:
     return f"{PREFIX}.actor.{app}.{mote}.{shard}"
 
 
@@ -148,8 +172,9 @@ def node_ctl(node: str) -> str:
     return f"{PREFIX}.node.{node}.ctl"
 
 
-def worker(worker_id: str) -> str:
-    return f"{PREFIX}.w.{worker_id}"
+def worker(node: str, worker_id: str) -> str:
+    """One worker's control subject (``worker_id`` may be ``*`` in a permission)."""
+    return f"{PREFIX}.w.{node}.{worker_id}"
 
 
 def instance_load(node: str) -> str:

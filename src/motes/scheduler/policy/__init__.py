@@ -18,13 +18,23 @@ from .locality import locality
 from .owner import owner
 from .resources import resources
 from .spread import spread
+from .trust import trust
 
 __all__ = ["RULES", "STICKY", "NodeView", "Rule", "judge"]
 
 Rule = Callable[[MoteSpec, NodeView], Verdict]
 
-RULES: tuple[Rule, ...] = (liveness, resources, capabilities, labels, owner, locality, spread)
-STICKY: tuple[Rule, ...] = (liveness, capabilities, labels, owner)
+RULES: tuple[Rule, ...] = (
+    liveness,
+    trust,
+    resources,
+    capabilities,
+    labels,
+    owner,
+    locality,
+    spread,
+)
+STICKY: tuple[Rule, ...] = (liveness, trust, capabilities, labels, owner)
 """Vetoes that can start failing for an instance already placed: it then moves.
 (Resources and spread count the instance itself, so they only judge new placements.)"""
 

@@ -35,6 +35,16 @@ class NodeView:
     """Bytes of the mote's declared reads that this node's store holds or caches."""
     reads_most: int = 0
     """The most such bytes any node holds (the data-locality rule scores against it)."""
+    trust_enforced: bool = False
+    """The mesh authenticates: the trust rule applies."""
+    admitted: bool = True
+    """The node's principal is admitted and not revoked."""
+    owner: str = ""
+    """The person who owns the node."""
+    app_signer: str = ""
+    """The person who deployed (signed) the app being placed."""
+    runs: frozenset[str] = frozenset()
+    """People whose apps this node's owner (or an admin) lets it run."""
 
 
 def amount(needs: dict[str, Any], resource: str) -> float | None:

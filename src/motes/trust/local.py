@@ -1,0 +1,137 @@
+"""Trust for a mesh started on this machine (``motes up``): its keys, its authority
+process, and the owner's and local nodes' admission, done without a step from anyone.
+
+The first start makes the mesh key (its id is the mesh id) and the owner's person key;
+the owner is the mesh's admin. Each later start reuses them: the same mesh, the same
+owner, the same node ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from .. import _proc
+from ..config import Config, LatticeConfig, Timing, write_config
+from ..errors import StartupError
+from ..identity import KeyKind, SigningKey
+from ..lattice import Operator
+from ..wire import acl
+from ..wire.bus import Bus
+from ..wire.trust import Admit, Joined
+from .authority import IDENTITY_TTL_S, SESSION_TTL_S
+from .client import PrincipalFiles, ask
+from .keyring import MeshKeys, write_creds, write_secret
+
+__all__ = ["LocalTrust"]
+
+AUTHORITY = "authority"
+
+
+class LocalTrust:
+    def __init__(self, home: Path, timing: Timing) -> None:
+        self.home = home
+        self.timing = timing
+        self.keys = MeshKeys.load_or_create(home)
+        self.owner = PrincipalFiles(home, KeyKind.PERSON)
+        self.owner_key = self.owner.key()
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def mesh_key(self) -> str:
+        return self.keys.mesh.public.hex()
+
+    def operator(self) -> Operator:
+        return Operator(
+            jwt=self.keys.operator_jwt(),
+            system_account=self.keys.system_nkey,
+            resolver_dir=self.home / "lattice" / "accounts",
+            accounts={
+                self.keys.system_nkey: self.keys.system_jwt(),
+                self.keys.account_nkey: self.keys.account_jwt(),
+            },
+        )
+
+    def _lattice(
+        self, servers: tuple[str, ...], creds: Path, principal: str, identity: Path | None = None
+    ) -> LatticeConfig:
+        return LatticeConfig(
+            servers=servers,
+            credentials=str(creds),
+            identity=str(identity or ""),
+            inbox_prefix=acl.inbox_prefix(principal),
+            mesh_key=self.mesh_key,
+        )
+
+    def owner_lattice(self, servers: tuple[str, ...]) -> LatticeConfig:
+        """The owner's credentials (an admin's), minted here: the owner holds the keys."""
+        admin = acl.permissions("admin", acl.Scope(principal=self.owner_key.id))
+        session = self.keys.user_jwt(
+            self.owner_key.public, name="owner", permissions=admin, ttl_s=SESSION_TTL_S
+        )
+        renew = acl.permissions("identity", acl.Scope(principal=self.owner_key.id))
+        identity = self.keys.user_jwt(
+            self.owner_key.public, name="owner", permissions=renew, ttl_s=IDENTITY_TTL_S
+        )
+        self.owner.save(session, identity, {"id": self.keys.mesh_id, "key": self.mesh_key})
+        return self._lattice(servers, self.owner.session, self.owner_key.id, self.owner.identity)
+
+    async def start_authority(self, servers: tuple[str, ...], timeout: float = 30.0) -> None:
+        folder = self.keys.dir
+        key = SigningKey.load_or_create(folder / "authority.key", KeyKind.PERSON)
+        jwt = self.keys.user_jwt(
+            key.public,
+            name="authority",
+            permissions=acl.permissions("authority", acl.Scope(principal=AUTHORITY)),
+            ttl_s=None,
+        )
+        creds = write_creds(folder / "authority.creds", jwt, key)
+        system = SigningKey.load_or_create(folder / "system-user.key", KeyKind.PERSON)
+        write_creds(folder / "system.creds", self.keys.system_user(system), system)
+        setup = {
+            "system": str(folder / "system.creds"),
+            "owner": self.owner_key.public.hex(),
+            "servers": list(servers),
+        }
+        write_secret(folder / "authority.json", json.dumps(setup, indent=1))
+        config = Config(
+            home=str(self.home),
+            lattice=self._lattice(servers, creds, AUTHORITY),
+            timing=self.timing,
+        )
+        path = write_config(config, folder / "authority-config.json")
+        log_file = open(folder / "authority.log", "ab")
+        try:
+            self.proc = await _proc.spawn(
+                _proc.python("motes.trust.authority", "--config", str(path)),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+                new_session=True,
+            )
+        finally:
+            log_file.close()
+        assert self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                line = await self.proc.stdout.readline()
+        except TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            await self.stop()
+            tail = (folder / "authority.log").read_text(errors="replace").strip()[-400:]
+            raise StartupError(f"the mesh's authority did not start: {tail}")
+
+    async def admit_node(self, bus: Bus, name: str, home: Path) -> LatticeConfig:
+        """Admit a local node (owned by the owner, allowed to schedule); its credentials
+        go to its home."""
+        files = PrincipalFiles(home, KeyKind.NODE)
+        key = SigningKey.provision(files.key_path, KeyKind.NODE)
+        admit = Admit(kind="node", name=name, key=key.public, grants=["schedule"])
+        joined = await ask(bus, "admit", self.owner_key.id, admit, Joined)
+        files.save(joined.session, joined.identity, {"id": self.keys.mesh_id, "key": self.mesh_key})
+        return self._lattice(tuple(joined.mesh.servers), files.session, key.id, files.identity)
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            await _proc.stop(self.proc, 10.0)
