@@ -5,6 +5,8 @@
 - ``mesh.apps``: ``deploy``, ``rollback``, ``list``;
 - ``mesh.ops``: ``nodes``, ``ps``, ``why``, ``here``, ``drain``, ``logs``;
 - ``mesh.store``: the store (``put``, ``get``, ``open``, ``writer``, ``ls``, ``check``, ...);
+- ``mesh.blocks``: blocks (``create``, ``get``, ``update``, ``children``, ...) and their
+  computed cells (``mesh.blocks.cells``);
 - ``mesh.events()``: what changes in the mesh, as it happens.
 
 The commonest calls have shortcuts on the mesh itself: ``mesh.call``, ``mesh.map``,
@@ -20,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from ..app import App
+from ..blocks import Blocks
 from ..config import Config, Timing, load_config, read_mesh_file
 from ..identity import read_public, short_id
 from ..identity.keys import KeyKind
@@ -57,6 +60,8 @@ class Mesh:
             node=_this_node(config),
         )
         """The mesh's store: ``put``, ``get``, ``open``, ``writer``, ``ls``, ``check``, datasets."""
+        self.blocks = Blocks(bus, self.calls.call_traced)
+        """Blocks and their computed cells: ``create``, ``get``, ``update``, ``cells``."""
 
     async def close(self) -> None:
         await self.bus.close()
