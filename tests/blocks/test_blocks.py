@@ -49,9 +49,7 @@ class FakeMesh:
 
 
 async def _deploy(bus: Bus, digest: str = "sha256:" + "a" * 64) -> None:
-    record = AppRecord(
-        name="shop", digest=digest, module="shop", motes=[MoteSpec(name="total")]
-    )
+    record = AppRecord(name="shop", digest=digest, module="shop", motes=[MoteSpec(name="total")])
     await (await bus.kv(resources.APPS)).put("shop", encode(record))
 
 

@@ -91,6 +91,15 @@ async function refresh() {
   const c = current;
   if (!c || document.hidden) return;
   if (c.busy) { c.again = true; return; }
+  const focused = document.activeElement;
+  if (focused && c.section.contains(focused) && /^(INPUT|SELECT|TEXTAREA)$/.test(focused.tagName)) {
+    // Never redraw under the user's cursor: look again once they leave the field.
+    if (!c.waiting) {
+      c.waiting = true;
+      focused.addEventListener("blur", () => { c.waiting = false; refresh(); }, { once: true });
+    }
+    return;
+  }
   c.busy = true;
   try {
     do {

@@ -76,6 +76,7 @@ function editableCell(view, block, prop) {
       if (done) return;
       done = true;
       view.editing = false;
+      input.blur(); // the page redraws only once no field has the cursor
       if (save && input.value !== show(value)) {
         try {
           await api(`/api/blocks/${block.id}`, { method: "PATCH", body: { props: { [prop]: parseInput(input.value) }, expect: block.revision } });
@@ -84,6 +85,7 @@ function editableCell(view, block, prop) {
       again();
     };
     input.addEventListener("keydown", (e) => {
+      e.stopPropagation(); // the cell's own Enter starts an edit: not this one
       if (e.key === "Enter") finish(true);
       else if (e.key === "Escape") finish(false);
     });
@@ -93,7 +95,7 @@ function editableCell(view, block, prop) {
     input.select();
   };
   cell.addEventListener("click", start);
-  cell.addEventListener("keydown", (e) => { if (e.key === "Enter") start(); });
+  cell.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === cell) start(); });
   return cell;
 }
 

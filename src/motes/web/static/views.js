@@ -96,7 +96,7 @@ export function motesView(params) {
           h("td", {}, entityLinks("mote", { app: m.app, mote: m.mote.split(".")[1], name: m.mote }))));
         for (const i of m.instances) {
           const [app, mote] = i.mote.split(".");
-          body.push(h("tr", { class: "instance", dataset: { iid: i.iid, node: i.node_name } },
+          body.push(h("tr", { class: "instance", dataset: { iid: i.iid, node: i.node_name, mote: i.mote } },
             h("td", {}, "↳ ", i.iid, h("br"), h("small", {}, i.detail || (i.pid ? `pid ${i.pid}` : ""))),
             h("td", {}, i.version),
             h("td", {}, badge(i.state)),
@@ -121,6 +121,12 @@ export function motesView(params) {
 
 export function placementsView(params) {
   let root;
+  const open = new Map(); // mote -> whether its verdicts are shown (kept across redraws)
+  const verdicts = (p, body) => {
+    const el = h("details", { open: open.get(p.mote) ?? p.status === "pending" ? true : null }, h("summary", {}, "Every node's verdict"), body);
+    el.addEventListener("toggle", () => open.set(p.mote, el.open));
+    return el;
+  };
   return {
     title: "Placements",
     topics: ["placements"],
@@ -132,8 +138,7 @@ export function placementsView(params) {
         p.note ? h("p", { class: "note" }, p.note) : null,
         p.vetoes.length ? h("ul", { class: "vetoes", "aria-label": `rules that vetoed nodes for ${p.mote}` },
           p.vetoes.map((v) => h("li", {}, h("strong", {}, v.rule), " — vetoed ", v.nodes.join(", ")))) : null,
-        h("details", { open: p.status === "pending" ? true : null },
-          h("summary", {}, "Every node's verdict"),
+        verdicts(p,
           table(`Why ${p.mote} runs where it does`, ["Node", "Placed", "Verdict", "Score", "Rules"], p.nodes.map((n) => h("tr", {},
             h("th", { scope: "row" }, n.name),
             h("td", { class: "num" }, fmtNum(n.placed)),
