@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _MAX_CHAIN = 8
 """How many computed cells may feed one another in a chain."""
+_MIRROR_MAX = 10_000
+"""Results a Recomputer keeps in memory at most."""
 _key_encoder = msgspec.msgpack.Encoder(order="sorted")
 
 
@@ -218,9 +220,15 @@ class Cells:
             result = decode(entry.value, CellResult)
         except BadMessage:
             return None
-        if self.mirror is not None:
-            self.mirror[key] = result
+        self._remember(key, result)
         return result
+
+    def _remember(self, key: str, result: CellResult) -> None:
+        if self.mirror is None:
+            return
+        if len(self.mirror) >= _MIRROR_MAX:
+            self.mirror.clear()  # a cache, not the record: the KV answers the next reads
+        self.mirror[key] = result
 
     async def digest(self, app: str, max_age: float = 1.0) -> str:
         """The app's deployed version ("" if none), read at most every ``max_age`` s."""
@@ -283,8 +291,7 @@ class Cells:
         )
         kv = await self._bus.kv(resources.CELLS)
         await kv.put(subjects.cell_key(cell.key), encode(result))
-        if self.mirror is not None:
-            self.mirror[cell.key] = result
+        self._remember(cell.key, result)
         return result
 
     async def node_name(self, node: str) -> str:
