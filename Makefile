@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-long fuse bench bench-quick lint clean
+.PHONY: demo test test-long fuse browser bench bench-quick lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Motes needs Python 3.11 or newer")'
@@ -17,11 +17,26 @@ demo: $(STAMP)
 	$(BIN)/motes demo
 
 test: $(STAMP)
+	-@$(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest -q
 
 test-long: $(STAMP)
 	-@$(MAKE) --no-print-directory fuse
+	-@$(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest -q -m long
+
+# The dashboard's browser tests drive Debian's Chromium through Playwright for Python
+# (its `executable_path`; never `playwright install`, which downloads a browser build).
+# Best effort: where either cannot be installed, those tests skip and say why.
+browser: $(STAMP)
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "chromium is not installed: the dashboard's browser tests will skip"; \
+	fi
+	@$(BIN)/python -c 'import playwright' 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet -e '.[dev,browser]' || \
+	  echo "playwright is not installed: the dashboard's browser tests will skip"
 
 # `motes mount` needs pyfuse3, built against libfuse3 (Debian: libfuse3-dev fuse3 pkg-config).
 # Best effort: where it cannot be installed, the mount tests skip and say why.

@@ -26,7 +26,9 @@
     │   ├── NotStored                  nothing in the mesh answers for a capability (LookupError)
     │   ├── Unsupported                this machine lacks what the request needs (e.g. FUSE)
     │   ├── Unauthorized               no valid credential: the lattice or a signer refused it
-    │   └── Forbidden                  a known principal asked for what no grant allows
+    │   ├── Forbidden                  a known principal asked for what no grant allows
+    │   ├── BadBlock                   a block or its edit is malformed (also ValueError)
+    │   └── UnknownBlock               no block has this id (also LookupError)
     ├── RemoteError                    the mote itself raised; carries the remote traceback
     └── FatalError                     give up: something is broken, not busy
         ├── StartupError               a component failed to start (server, node, worker)
@@ -44,6 +46,7 @@ from typing import Any, ClassVar
 __all__ = [
     "BadApp",
     "BadArgument",
+    "BadBlock",
     "BadCapability",
     "BadMessage",
     "CallTimeout",
@@ -67,6 +70,7 @@ __all__ = [
     "StoreUnhappy",
     "TransportError",
     "Unauthorized",
+    "UnknownBlock",
     "UnknownCapability",
     "UnknownFlow",
     "UnknownMote",
@@ -358,6 +362,33 @@ class Forbidden(RequestError, PermissionError):
         }
 
 
+class BadBlock(RequestError, ValueError):
+    """A block, or an edit of one, is malformed: says which part and what is allowed."""
+
+    code = "bad_block"
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.what = what
+        self.detail = detail
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"what": self.what, "detail": self.detail}
+
+
+class UnknownBlock(RequestError, LookupError):
+    """No block has this id (it was never created, or it was deleted)."""
+
+    code = "unknown_block"
+
+    def __init__(self, block: str) -> None:
+        super().__init__(f"no block {block!r} (list blocks with mesh.blocks.roots())")
+        self.block = block
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"block": self.block}
+
+
 class StoreUnhappy(RetryableError):
     """An upload could not place shares on enough distinct nodes; nothing was recorded."""
 
@@ -480,6 +511,8 @@ _BY_CODE: dict[str, type[MotesError]] = {
         Unsupported,
         Unauthorized,
         Forbidden,
+        BadBlock,
+        UnknownBlock,
         StoreUnhappy,
         DataUnavailable,
         RemoteError,

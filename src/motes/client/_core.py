@@ -26,7 +26,7 @@ from ..identity import SigningKey
 from ..identity.records import open_app, open_node
 from ..ids import MoteRef
 from ..wire import resources, subjects
-from ..wire.bus import Bus
+from ..wire.bus import Bus, Message
 from ..wire.codec import decode, encode
 from ..wire.messages import AppRecord, MoteQuery, MoteSpec, NodeRecord, WhyReply
 
@@ -102,6 +102,17 @@ class Core:
 
     async def request(self, ref: MoteRef, subject: str, data: bytes, timeout: float) -> bytes:
         """Send; on no responders, find out why, hold while an instance starts, retry."""
+        return bytes((await self.request_msg(ref, subject, data, timeout)).data)
+
+    async def request_msg(
+        self,
+        ref: MoteRef,
+        subject: str,
+        data: bytes,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> Message:
+        """``request``, returning the whole reply (its headers too)."""
         deadline = time.monotonic() + timeout
         held = False
         hold_until = deadline
@@ -111,8 +122,7 @@ class Core:
             if remaining <= 0:
                 raise CallTimeout(str(ref), timeout)
             try:
-                msg = await self.bus.request(subject, data, timeout=remaining)
-                return bytes(msg.data)
+                return await self.bus.request(subject, data, timeout=remaining, headers=headers)
             except NoReply:
                 raise CallTimeout(str(ref), timeout) from None
             except NoResponders:

@@ -5,6 +5,8 @@
 - ``mesh.apps``: ``deploy``, ``rollback``, ``list``;
 - ``mesh.ops``: ``nodes``, ``ps``, ``why``, ``here``, ``drain``, ``logs``;
 - ``mesh.store``: the store (``put``, ``get``, ``open``, ``writer``, ``ls``, ``check``, ...);
+- ``mesh.blocks``: blocks (``create``, ``get``, ``update``, ``children``, ...) and their
+  computed cells (``mesh.blocks.cells``);
 - ``mesh.events()``: what changes in the mesh, as it happens.
 
 The commonest calls have shortcuts on the mesh itself: ``mesh.call``, ``mesh.map``,
@@ -21,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from ..app import App
+from ..blocks import Blocks
 from ..config import Config, LatticeConfig, Timing, load_config, read_mesh_file
 from ..errors import MeshNotRunning, Unauthorized
 from ..identity import SigningKey, read_public, short_id
@@ -69,6 +72,8 @@ class Mesh:
             convergence=Path(config.store.convergence) if config.store.convergence else None,
         )
         """The mesh's store: ``put``, ``get``, ``open``, ``writer``, ``ls``, ``check``, datasets."""
+        self.blocks = Blocks(bus, self.calls.call_traced)
+        """Blocks and their computed cells: ``create``, ``get``, ``update``, ``cells``."""
 
     @property
     def principal(self) -> str:

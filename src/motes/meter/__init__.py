@@ -3,19 +3,32 @@ durable), counting what the instance does.
 
 ``begin`` as a call starts (it also samples how much work is held: the autoscaler's
 signal), ``end`` with its reply when it is done. The meter keeps in-flight and peak
-counts, calls served and failed, wall time, and bytes in and out; the worker reports
-them to its agent and drains by waiting until nothing is in flight.
+counts, calls served and failed, wall time, a histogram of call latencies (four
+buckets per doubling, from 1 us: p50 and p99 to within 19 %), and bytes in and out; the
+worker reports them to its agent and drains by waiting until nothing is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 
-from ..wire.messages import Err, Ok
+from ..wire.messages import LATENCY_BUCKETS, Err, Ok
 
-__all__ = ["CallMeter", "Usage"]
+__all__ = ["CallMeter", "Usage", "latency_bucket"]
+
+_NBUCKETS = 128
+"""Up to 2**32 us (over an hour); a longer call is counted in the last bucket."""
+
+
+def latency_bucket(seconds: float) -> int:
+    """The histogram bucket of a call that took ``seconds``."""
+    us = seconds * 1e6
+    if us <= 1.0:
+        return 0
+    return min(int(LATENCY_BUCKETS * math.log2(us)), _NBUCKETS - 1)
 
 
 @dataclass(slots=True)
@@ -34,6 +47,7 @@ class CallMeter:
         self.inflight = 0
         self.usage = Usage()
         self._peak = 0
+        self._latency = [0] * _NBUCKETS
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -54,9 +68,11 @@ class CallMeter:
     def end(self, started: float, reply: Ok | Err | None = None, bytes_out: int = 0) -> None:
         """The call is done (``reply`` None: it was not counted as served, e.g. dropped)."""
         usage = self.usage
-        usage.wall_s += time.perf_counter() - started
+        took = time.perf_counter() - started
+        usage.wall_s += took
         usage.bytes_out += bytes_out
         if reply is not None:
+            self._latency[latency_bucket(took)] += 1
             usage.served += 1
             if isinstance(reply, Err):
                 usage.failed += 1
@@ -73,6 +89,10 @@ class CallMeter:
     def failed(self) -> None:
         """A call that could not be served at all (bad bytes, a bug of ours)."""
         self.usage.failed += 1
+
+    def latency(self) -> dict[int, int]:
+        """Calls served by latency bucket (``InstanceStatus.latency``), non-empty ones only."""
+        return {i: n for i, n in enumerate(self._latency) if n}
 
     def take_peak(self, queued: int = 0) -> int:
         """Most calls held at once since the last call of this (and now), then reset."""

@@ -392,6 +392,7 @@ class NodeAgent:
             failed=live.failed if live else 0,
             restarts=inst.restarts,
             detail=inst.detail,
+            latency=live.latency if live else {},
         )
 
     async def _on_load(self, msg: Message) -> None:

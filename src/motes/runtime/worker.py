@@ -24,6 +24,7 @@ import dataclasses
 import enum
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -36,6 +37,10 @@ from ..wire import resources, subjects
 from ..wire.bus import Bus, Message, Subscription
 from ..wire.codec import decode, decode_request, encode, encode_error, encode_value_reply
 from ..wire.messages import (
+    TRACE_HEADER,
+    TRACE_INSTANCE,
+    TRACE_NODE,
+    TRACE_WALL_US,
     ActorCall,
     Batch,
     BatchReply,
@@ -187,6 +192,7 @@ class Worker:
             queued=self.meter.take_peak(queued) - self.meter.inflight,
             served=usage.served,
             failed=usage.failed,
+            latency=self.meter.latency(),
         )
 
     async def _report_status(self) -> None:
@@ -349,6 +355,8 @@ class Worker:
             self.meter.failed()
             return None, await self._respond(msg, encode_error(exc))
         if isinstance(req, Call):
+            if msg.headers is not None and TRACE_HEADER in msg.headers:
+                return await self._serve_traced(msg, req)
             reply = await host.invoke(req.args, req.kwargs, req.timeout_ms)
             return reply, await self._respond(msg, self._encode_reply(reply))
         if isinstance(req, Batch):
@@ -359,6 +367,20 @@ class Worker:
         self.meter.failed()
         err = BadMessage(f"{self._qualname()} is not an actor: call it without a key")
         return None, await self._respond(msg, encode_error(err))
+
+    async def _serve_traced(self, msg: Message, req: Call) -> tuple[Ok | Err | None, int]:
+        """A call whose caller asked who served it (a computed cell): the reply's
+        headers say which node and instance, and how long it took here."""
+        assert self._host is not None and self.spec is not None
+        started = time.perf_counter()
+        reply = await self._host.invoke(req.args, req.kwargs, req.timeout_ms)
+        data = self._encode_reply(reply)
+        headers = {
+            TRACE_NODE: self.node,
+            TRACE_INSTANCE: self.spec.iid,
+            TRACE_WALL_US: str(round((time.perf_counter() - started) * 1e6)),
+        }
+        return reply, await self._respond(msg, data, headers=headers)
 
     async def _serve_actor_calls(self, sub: Subscription) -> None:
         assert self._tg is not None
@@ -401,7 +423,13 @@ class Worker:
     def _qualname(self) -> str:
         return f"{self.spec.app}.{self.spec.mote}" if self.spec else self.wid
 
-    async def _respond(self, msg: Message, data: bytes, bus: Bus | None = None) -> int:
+    async def _respond(
+        self,
+        msg: Message,
+        data: bytes,
+        bus: Bus | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
         """Reply (if the caller asked for one) on the connection it came by (the serving
         one, unless said); returns the bytes sent."""
         bus = bus or self.serving
@@ -413,7 +441,7 @@ class Worker:
                 BadMessage(f"reply of {len(data)} bytes exceeds the {limit}-byte limit")
             )
         try:
-            await bus.publish(msg.reply, data)
+            await bus.publish(msg.reply, data, headers=headers)
         except RetryableError as exc:
             log.debug("reply to %s: %s", msg.subject, exc)
             return 0

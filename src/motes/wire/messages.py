@@ -13,6 +13,11 @@ from typing import Any, Literal
 import msgspec
 
 __all__ = [
+    "LATENCY_BUCKETS",
+    "TRACE_HEADER",
+    "TRACE_INSTANCE",
+    "TRACE_NODE",
+    "TRACE_WALL_US",
     "ActorCall",
     "AppRecord",
     "Batch",
@@ -101,6 +106,15 @@ class ActorCall(msgspec.Struct, frozen=True, array_like=True, tag="a1"):
 
 
 Request = Call | Batch | ActorCall
+
+TRACE_HEADER = "Motes-Trace"
+"""A request header asking the worker to say who served the call (any value)."""
+TRACE_NODE = "Motes-Node"
+"""Reply header: the id of the node whose worker served a traced call."""
+TRACE_INSTANCE = "Motes-Instance"
+"""Reply header: the instance that served it."""
+TRACE_WALL_US = "Motes-Wall-Us"
+"""Reply header: microseconds the worker spent on it, decode to reply."""
 
 
 class DurableCall(msgspec.Struct, frozen=True, array_like=True, tag="d1"):
@@ -301,6 +315,14 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
     failed: int = 0
     restarts: int = 0
     detail: str = ""
+    latency: dict[int, int] = {}
+    """Calls served since the instance started, by latency bucket (``LATENCY_BUCKETS``
+    per doubling, from 1 us: bucket ``i`` holds calls that took under ``2**((i+1)/4)``
+    us); empty buckets are left out."""
+
+
+LATENCY_BUCKETS = 4
+"""Latency buckets per doubling of time in ``InstanceStatus.latency``."""
 
 
 # --- workers ---------------------------------------------------------------------------

@@ -14,9 +14,13 @@ __all__ = [
     "ACTORS",
     "APPS",
     "AUDIT",
+    "BLOCKS",
+    "BLOCK_HISTORY",
     "BUCKETS",
     "BUNDLES",
     "CALLS",
+    "CELLS",
+    "CELL_TTL_S",
     "CTX",
     "DATASETS",
     "DUPLICATE_WINDOW_S",
@@ -43,6 +47,10 @@ RESULT_TTL_S = 24 * 3600.0
 """How long a durable call's result is kept (and answers a repeated call id)."""
 HOLDINGS_TTL_S = 20.0
 """A store's holdings record lapses this long after its last report (a dead node's goes)."""
+BLOCK_HISTORY = 16
+"""Revisions of each block kept (``mesh.blocks.history``)."""
+CELL_TTL_S = 7 * 24 * 3600.0
+"""How long a computed cell's result stays cached for its inputs."""
 DUPLICATE_WINDOW_S = 120.0
 """A durable call re-published with the same id within this window is dropped."""
 
@@ -82,6 +90,8 @@ STORE = BucketSpec(subjects.KV_STORE)
 FILES = BucketSpec(subjects.KV_FILES)
 HOLDINGS = BucketSpec(subjects.KV_HOLDINGS, ttl=HOLDINGS_TTL_S)
 DATASETS = BucketSpec(subjects.KV_DATASETS, history=8)
+BLOCKS = BucketSpec(subjects.KV_BLOCKS, history=BLOCK_HISTORY)
+CELLS = BucketSpec(subjects.KV_CELLS, ttl=CELL_TTL_S)
 BUNDLES = BucketSpec(subjects.OBJ_BUNDLES, objects=True)
 PRINCIPALS = BucketSpec(subjects.KV_PRINCIPALS, history=8)
 GRANTS = BucketSpec(subjects.KV_GRANTS, history=4)
@@ -100,6 +110,8 @@ BUCKETS = (
     FILES,
     HOLDINGS,
     DATASETS,
+    BLOCKS,
+    CELLS,
     BUNDLES,
     PRINCIPALS,
     GRANTS,

@@ -11,6 +11,7 @@ Layout (``{node}``, ``{app}``, ``{mote}`` are validated names, never user free t
     motes.sched.demand                 "a caller is waiting for this mote": to the leader
     motes.node.{node}.ctl              one node agent's control requests
     motes.node.{node}.load             that node's workers report load to their agent
+                                       (the dashboard reads them all: INSTANCE_LOAD_ALL)
     motes.w.{node}.{worker}            one worker process's control requests
     motes.log.{app}.{mote}.{node}      worker output, kept in the MOTES_LOGS stream
     motes.durable.{app}.{mote}         durable calls, kept in the MOTES_CALLS work queue
@@ -70,6 +71,10 @@ KV_INVITES = "motes_invites"
 """Invites the authority made, and how often each was used (the authority's only)."""
 STREAM_AUDIT = "MOTES_AUDIT"
 AUDIT = f"{PREFIX}.audit"
+KV_BLOCKS = "motes_blocks"
+"""Blocks (``motes.blocks``): key ``{block id}``, every revision kept a while (history)."""
+KV_CELLS = "motes_cells"
+"""Computed cells' results, by the hash of their inputs: key ``r.{hex}``."""
 
 LEASE_KEY = "scheduler"
 CTL_NODES = f"{PREFIX}.ctl.nodes"
@@ -85,6 +90,8 @@ STORE_REPAIR_QUEUE = "q.store.repair"
 AUTH_ALL = f"{PREFIX}.auth.>"
 EVENTS_ALL = f"{PREFIX}.ev.>"
 EVENTS_SCHED = f"{PREFIX}.ev.sched"
+INSTANCE_LOAD_ALL = f"{PREFIX}.node.*.load"
+"""Every worker's load reports (``InstanceStatus``), on every node."""
 
 
 def auth(op: str, principal: str) -> str:
@@ -186,8 +193,10 @@ def log(app: str, mote: str, node: str) -> str:
     return f"{PREFIX}.log.{app}.{mote}.{node}"
 
 
-def log_filter(app: str | None = None, mote: str | None = None) -> str:
-    """A subject filter over the log stream for one app, one mote, or everything."""
+def log_filter(app: str | None = None, mote: str | None = None, node: str | None = None) -> str:
+    """A subject filter over the log stream for one app, one mote, one node, or everything."""
+    if node is not None:
+        return f"{PREFIX}.log.{app or '*'}.{mote or '*'}.{node}"
     if app is None:
         return LOGS_ALL
     if mote is None:
@@ -260,6 +269,11 @@ def flow_result_key(app: str, flow: str, token: str) -> str:
 def stage_result_key(app: str, flow: str, stage: str, token: str) -> str:
     """KV key of one stage's result for one flow item: a redelivered stage is not re-run."""
     return f"s.{app}.{flow}.{stage}.{token}"
+
+
+def cell_key(digest_hex: str) -> str:
+    """KV key (bucket ``motes_cells``) of a computed cell's result for one set of inputs."""
+    return f"r.{digest_hex}"
 
 
 def flow_kv_key(app: str, flow: str) -> str:
