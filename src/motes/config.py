@@ -80,6 +80,9 @@ class LatticeConfig:
     """Replies to this connection arrive under this prefix (one per principal)."""
     domain: str = ""
     """The JetStream domain to use (empty: the one the server is in)."""
+    leaf: bool = False
+    """The server is a leaf and JetStream lives on the hubs (in ``domain``): bucket
+    writes then go through the hubs' domain mapping."""
     replicas: int = 1
     """Replicas of the buckets and streams this connection creates."""
     connect_timeout_s: float = 2.0
@@ -150,6 +153,13 @@ class NodeConfig:
     id: str = ""
     """The node's id (a fingerprint of its key), for processes that do not hold the key."""
     labels: dict[str, str] = field(default_factory=dict)
+    machine: str = ""
+    """The machine it runs on: the name of the nats-server it is attached to (the nodes
+    of one ``motes up`` share one)."""
+    role: str = ""
+    """``hub`` (its machine's server is one of the mesh's hubs) or ``leaf``."""
+    link: str = ""
+    """For a leaf: the hubs its server dials (leaf-node URLs, comma-separated)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,9 +245,18 @@ def _build(kind: type[T], values: Mapping[str, Any], where: str) -> T:
     return kind(**{k: _coerce(hints[k], v, f"{where} {k}") for k, v in values.items()})
 
 
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     """A setting's value as its field's type; RequestError if it cannot be one."""
     origin = get_origin(hint)
+    if hint is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise RequestError(f"{where}={value!r} is not true or false")
+        return value
     if hint is float or hint is int:
         if isinstance(value, str):
             try:

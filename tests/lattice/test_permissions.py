@@ -9,6 +9,7 @@ nobody here (``NoResponders``), or an answer. A refused subscription is ``Forbid
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,16 +45,19 @@ ROLES: dict[str, tuple[str, acl.Scope]] = {
     "shop's own code": ("app", acl.Scope(principal="ncode", calls=SHOP, stores=True)),
     "invitee": ("invitee", acl.Scope(principal="iinvite")),
     "identity": ("identity", acl.Scope(principal="pident")),
+    "leaf link of n1": ("link", acl.Scope(principal=N1, node=N1)),
 }
+LINK = "leaf link of n1"
 
-KV_GET = "$JS.API.DIRECT.GET.KV_{b}.$KV.{b}.{k}"
+KV_GET = "$JS.motes.API.DIRECT.GET.KV_{b}.$KV.{b}.{k}"
+api = functools.partial(s.js_api, domain=s.MESH_DOMAIN)
 CALLERS = {"admin", "person (call shop)", "person (deploy shop)", "shop's own code"}
 MEMBERS = {"admin", "person (call shop)", "person (deploy shop)"}
 """People with any call or deploy grant: they may see the mesh's map."""
 
 
 def _watch(bucket: str) -> str:
-    return s.js_api("CONSUMER.CREATE", s.kv_stream(bucket))
+    return api("CONSUMER.CREATE", s.kv_stream(bucket))
 
 
 # (what, publish or subscribe, subject) -> the roles allowed it.
@@ -62,22 +66,22 @@ MATRIX: list[tuple[str, str, str, set[str]]] = [
         "call shop.price",
         "pub",
         s.call("shop", "price"),
-        CALLERS,
+        CALLERS | {LINK},
     ),
-    ("call another app", "pub", s.call("bank", "pay"), {"admin"}),
-    ("serve shop.price", "sub", s.call("shop", "price"), {"admin", "instance shop.price"}),
-    ("serve another mote", "sub", s.call("bank", "pay"), {"admin"}),
-    ("own heartbeat", "pub", s.heartbeat(N1), {"admin", "node n1"}),
+    ("call another app", "pub", s.call("bank", "pay"), {"admin"} | {LINK}),
+    ("serve shop.price", "sub", s.call("shop", "price"), {"admin", "instance shop.price"} | {LINK}),
+    ("serve another mote", "sub", s.call("bank", "pay"), {"admin"} | {LINK}),
+    ("own heartbeat", "pub", s.heartbeat(N1), {"admin", "node n1"} | {LINK}),
     ("another node's heartbeat", "pub", s.heartbeat(N2), {"admin"}),
     ("read every heartbeat", "sub", s.HEARTBEATS, {"admin", "scheduler"}),
     ("write an assignment", "pub", s.kv_subject(s.KV_PLACE, N2), {"admin", "scheduler"}),
-    ("write own node record", "pub", s.kv_subject(s.KV_NODES, N1), {"admin", "node n1"}),
+    ("write own node record", "pub", s.kv_subject(s.KV_NODES, N1), {"admin", "node n1"} | {LINK}),
     ("write another's node record", "pub", s.kv_subject(s.KV_NODES, N2), {"admin"}),
     (
         "read own assignment",
         "pub",
         KV_GET.format(b=s.KV_PLACE, k=N1),
-        {"admin", "node n1", "scheduler", "instance shop.price"},
+        {"admin", "node n1", "scheduler", "instance shop.price"} | {LINK},
     ),
     (
         "take the scheduler lease",
@@ -98,28 +102,33 @@ MATRIX: list[tuple[str, str, str, set[str]]] = [
         "read its own actors' state",
         "pub",
         KV_GET.format(b=s.KV_ACTORS, k=s.actor_kv_key("shop", "price", "a2V5")),
-        {"admin", "instance shop.price"},
+        {"admin", "instance shop.price"} | {LINK},
     ),
     (
         "read another mote's actor state, same app",
         "pub",
         KV_GET.format(b=s.KV_ACTORS, k=s.actor_kv_key("shop", "Cart", "a2V5")),
-        {"admin"},
+        {"admin"} | {LINK},
     ),
     (
         "read another app's actor state",
         "pub",
         KV_GET.format(b=s.KV_ACTORS, k="bank.Vault.eA"),
-        {"admin"},
+        {"admin"} | {LINK},
     ),
     (
         "take shop.price's durable calls",
         "pub",
-        s.js_api("CONSUMER.MSG.NEXT", s.STREAM_CALLS, s.durable_consumer("shop", "price")),
-        {"admin", "instance shop.price"},
+        api("CONSUMER.MSG.NEXT", s.STREAM_CALLS, s.durable_consumer("shop", "price")),
+        {"admin", "instance shop.price"} | {LINK},
     ),
-    ("serve a node's store", "sub", s.store(N1, "put"), {"admin", "store of n1"}),
-    ("move shares", "pub", s.store(N2, "get"), {"admin", "store of n1", "shop's own code"}),
+    ("serve a node's store", "sub", s.store(N1, "put"), {"admin", "store of n1"} | {LINK}),
+    (
+        "move shares",
+        "pub",
+        s.store(N2, "get"),
+        {"admin", "store of n1", "shop's own code"} | {LINK},
+    ),
     ("control a worker of n1", "pub", s.worker(N1, "w1"), {"admin", "node n1"}),
     ("answer as warm worker w1", "sub", s.worker(N1, "w1"), {"admin", "warm worker"}),
     ("write the audit log", "pub", s.AUDIT, {"admin"}),
@@ -128,84 +137,114 @@ MATRIX: list[tuple[str, str, str, set[str]]] = [
     ("renew as pident", "pub", s.auth("renew", "pident"), {"admin", "identity"}),
     ("renew as someone else", "pub", s.auth("renew", "padmin"), {"admin"}),
     ("read someone else's replies", "sub", "_I.pother.>", set()),
+    ("read another machine's replies", "sub", f"_I.{N2}.>", set()),
+    (
+        "write own node record from a leaf",
+        "pub",
+        s.kv_subject(s.KV_NODES, N1, via_domain=s.MESH_DOMAIN),
+        {"admin", "node n1", LINK},
+    ),
+    (
+        "write another's node record from a leaf",
+        "pub",
+        s.kv_subject(s.KV_NODES, N2, via_domain=s.MESH_DOMAIN),
+        {"admin"},
+    ),
     ("follow the mesh's events", "sub", s.EVENTS_ALL, MEMBERS),
-    ("submit a durable call", "pub", s.durable("shop", "price"), CALLERS | {"instance shop.price"}),
-    ("ask every node's status", "pub", s.CTL_NODES, MEMBERS),
-    ("answer for a node's status", "sub", s.CTL_NODES, {"admin", "node n1"}),
+    (
+        "submit a durable call",
+        "pub",
+        s.durable("shop", "price"),
+        CALLERS | {"instance shop.price"} | {LINK},
+    ),
+    # A leaf link may use both ways what it uses either way (nats-server#2454): it
+    # carries its nodes' answers, so it may also ask (it learns the mesh's map).
+    ("ask every node's status", "pub", s.CTL_NODES, MEMBERS | {LINK}),
+    ("answer for a node's status", "sub", s.CTL_NODES, {"admin", "node n1"} | {LINK}),
     ("announce a scheduling decision", "pub", s.EVENTS_SCHED, {"admin", "scheduler"}),
-    ("answer as the scheduler", "sub", s.SCHED_WHY, {"admin", "scheduler"}),
-    ("ask the scheduler why", "pub", s.SCHED_WHY, CALLERS),
+    ("answer as the scheduler", "sub", s.SCHED_WHY, {"admin", "scheduler", LINK}),
+    ("ask the scheduler why", "pub", s.SCHED_WHY, CALLERS | {LINK}),
     (
         "read the node records",
         "pub",
         KV_GET.format(b=s.KV_NODES, k=N2),
-        MEMBERS | {"node n1", "scheduler"},
+        MEMBERS | {"node n1", "scheduler"} | {LINK},
     ),
     (
         "watch the assignments",
         "pub",
         _watch(s.KV_PLACE),
-        {"admin", "node n1", "scheduler", "instance shop.price"},
+        {"admin", "node n1", "scheduler", "instance shop.price"} | {LINK},
     ),
     (
         "read another app's record",
         "pub",
         KV_GET.format(b=s.KV_APPS, k="bank"),
-        MEMBERS | {"node n1", "scheduler"},
+        MEMBERS | {"node n1", "scheduler"} | {LINK},
     ),
     (
         "read the app's own record",
         "pub",
         KV_GET.format(b=s.KV_APPS, k="shop"),
-        CALLERS | {"node n1", "scheduler"},
+        CALLERS | {"node n1", "scheduler"} | {LINK},
     ),
     ("upload a bundle", "pub", "$O.motes_bundles.C.abc", {"admin", "person (deploy shop)"}),
     (
         "purge every bundle",
         "pub",
-        s.js_api("STREAM.PURGE", s.obj_stream(s.OBJ_BUNDLES)),
+        api("STREAM.PURGE", s.obj_stream(s.OBJ_BUNDLES)),
         {"admin"},
     ),
     (
         "read bundles",
         "pub",
-        s.js_api("CONSUMER.CREATE", s.obj_stream(s.OBJ_BUNDLES)),
-        {"admin", "person (deploy shop)", "node n1"},
+        api("CONSUMER.CREATE", s.obj_stream(s.OBJ_BUNDLES)),
+        {"admin", "person (deploy shop)", "node n1"} | {LINK},
     ),
     (
         "read the principals",
         "pub",
         KV_GET.format(b=s.KV_PRINCIPALS, k="pnone"),
-        {"admin", "node n1", "scheduler", "instance shop.price"},
+        {"admin", "node n1", "scheduler", "instance shop.price"} | {LINK},
     ),
     ("read the invites", "pub", KV_GET.format(b=s.KV_INVITES, k="i1"), {"admin"}),
     (
         "store its own mote's result",
         "pub",
         s.kv_subject(s.KV_RESULTS, "c.shop.price.t1"),
-        {"admin", "instance shop.price"},
+        {"admin", "instance shop.price"} | {LINK},
     ),
-    ("store another mote's result", "pub", s.kv_subject(s.KV_RESULTS, "c.bank.pay.t1"), {"admin"}),
-    ("watch stored results (known limit)", "pub", _watch(s.KV_RESULTS), CALLERS),
+    (
+        "store another mote's result",
+        "pub",
+        s.kv_subject(s.KV_RESULTS, "c.bank.pay.t1"),
+        {"admin"} | {LINK},
+    ),
+    ("watch stored results (known limit)", "pub", _watch(s.KV_RESULTS), CALLERS | {LINK}),
     (
         "put data on a node's store",
         "pub",
         s.store(N2, "put"),
-        {"admin", "store of n1", "shop's own code"},
+        {"admin", "store of n1", "shop's own code"} | {LINK},
     ),
-    ("report own holdings", "pub", s.kv_subject(s.KV_HOLDINGS, N1), {"admin", "store of n1"}),
+    (
+        "report own holdings",
+        "pub",
+        s.kv_subject(s.KV_HOLDINGS, N1),
+        {"admin", "store of n1"} | {LINK},
+    ),
     ("report another's holdings", "pub", s.kv_subject(s.KV_HOLDINGS, N2), {"admin"}),
     (
         "write a dataset record",
         "pub",
         s.kv_subject(s.KV_DATASETS, "d1"),
-        {"admin", "store of n1", "shop's own code"},
+        {"admin", "store of n1", "shop's own code"} | {LINK},
     ),
     (
         "hold the store's repair lease",
         "pub",
         s.kv_subject(s.KV_LEASE, "store-repair"),
-        {"admin", "store of n1"},
+        {"admin", "store of n1"} | {LINK},
     ),
 ]
 
@@ -225,7 +264,8 @@ async def lattice(
         accounts={keys.system_nkey: keys.system_jwt(), keys.account_nkey: keys.account_jwt()},
     )
     server = await NatsServer.start(
-        ServerConfig(store_dir=home / "js", operator=op), workdir=home / "server"
+        ServerConfig(store_dir=home / "js", operator=op, domain=s.MESH_DOMAIN),
+        workdir=home / "server",
     )
     try:
         yield server, keys, home
@@ -248,7 +288,7 @@ async def _as(lattice: tuple[NatsServer, MeshKeys, Path], role_name: str) -> Nat
     config = LatticeConfig(
         servers=(server.url,),
         credentials=str(creds),
-        inbox_prefix=acl.inbox_prefix(scope.principal),
+        inbox_prefix=acl.inbox_prefix(scope.principal, scope.node),
     )
     return await NatsBus.connect(config, name=role_name)
 

@@ -289,6 +289,14 @@ async def test_kv_items_and_watch(connect: Connect) -> None:
         assert nxt is not None and (nxt.key, nxt.value) == ("b.3", b"news")
 
 
+async def test_replicating_a_stream_names_one_that_exists(connect: Connect) -> None:
+    bus = await connect()
+    await bus.kv(BUCKET)
+    await bus.replicate(f"KV_{BUCKET.name}", 1)  # one server: one copy is all there is
+    with pytest.raises(TransportError):
+        await bus.replicate("NO_SUCH_STREAM", 1)
+
+
 async def test_kv_entries_expire_after_the_bucket_ttl(connect: Connect) -> None:
     kv = await (await connect()).kv(BucketSpec("contract_ttl", ttl=1.0))
     await kv.put("k", b"v")

@@ -16,6 +16,7 @@ from ..client import connect
 from ..config import MESH_FILE, Config, NodeConfig, read_mesh_file, write_config
 from ..errors import MeshNotRunning, RequestError, StartupError
 from ..identity import KeyKind
+from ..lattice import Listen
 from ..node.inventory import parse_labels
 from ..node.localmesh import LocalMesh
 from ..trust.client import PrincipalFiles
@@ -83,12 +84,21 @@ async def _show_nodes(url: str, config: Config) -> None:
         help="label a node, e.g. node-1:role=worker (repeatable)",
     ),
     arg("--port", type=int, default=0, help="lattice port (default: any free port)"),
+    arg(
+        "--listen",
+        metavar="HOST[:PORT]",
+        help="let other machines join here (TLS; leaf nodes on 7422, hubs on 6222)",
+    ),
     arg("--detach", action="store_true", help="return once ready; `motes down` stops it"),
     kind=Kind.LOCAL,
 )
 async def up(config: Config, ns: argparse.Namespace) -> int:
     home = config.home_path
     labels = _parse_node_labels(ns.label)
+    try:
+        listen = Listen.parse(ns.listen) if ns.listen else None
+    except ValueError as exc:
+        raise RequestError(f"--listen {exc}") from None
     unknown = set(labels) - {f"node-{i}" for i in range(1, ns.nodes + 1)}
     if unknown:
         raise RequestError(
@@ -102,7 +112,13 @@ async def up(config: Config, ns: argparse.Namespace) -> int:
     # With --url the nodes join that lattice (a server or cluster) instead of an embedded one.
     url = ",".join(config.lattice.servers) or None
     mesh = LocalMesh(
-        home, nodes=ns.nodes, labels=labels, port=ns.port, url=url, timing=config.timing
+        home,
+        nodes=ns.nodes,
+        labels=labels,
+        port=ns.port,
+        url=url,
+        timing=config.timing,
+        listen=listen,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,6 +147,8 @@ async def _up_detached(config: Config, ns: argparse.Namespace) -> int:
     args = _proc.python("motes.cli", "up", "--nodes", str(ns.nodes), "--port", str(ns.port))
     for label in ns.label:
         args += ["--label", label]
+    if ns.listen:
+        args += ["--listen", ns.listen]
     with open(home / "mesh.log", "ab") as log:
         proc = await _proc.spawn(
             args, env={"MOTES_CONFIG": str(settings)}, stdout=log, stderr=log, detached=True

@@ -32,6 +32,8 @@ def nodes_view(statuses: list[NodeStatus]) -> View:
             [
                 r.name,
                 r.id,
+                r.machine or "-",
+                r.role or "-",
                 str(r.pid),
                 s.state + (" *" if s.leader else ""),
                 str(inv.cpus),
@@ -48,6 +50,9 @@ def nodes_view(statuses: list[NodeStatus]) -> View:
             "name": s.record.name,
             "pid": s.record.pid,
             "host": s.record.host,
+            "machine": s.record.machine,
+            "role": s.record.role,
+            "link": s.record.link,
             "state": s.state,
             "leader": s.leader,
             "labels": s.record.labels,
@@ -56,12 +61,37 @@ def nodes_view(statuses: list[NodeStatus]) -> View:
         }
         for s in statuses
     ]
-    headers = ["NODE", "ID", "PID", "STATE", "CPUS", "MEMORY", "ARCH", "GPUS", "INST/INFLIGHT"]
+    headers = [
+        "NODE",
+        "ID",
+        "MACHINE",
+        "ROLE",
+        "PID",
+        "STATE",
+        "CPUS",
+        "MEMORY",
+        "ARCH",
+        "GPUS",
+        "INST/INFLIGHT",
+    ]
     return View(
         data=data,
         table=Table([*headers, "LABELS"], rows),
-        after=["(* scheduler leader)"] if any(s.leader for s in statuses) else [],
+        after=(["(* scheduler leader)"] if any(s.leader for s in statuses) else [])
+        + _hub_note(statuses),
     )
+
+
+def _hub_note(statuses: list[NodeStatus]) -> list[str]:
+    """What the mesh survives, from how many machines are hubs (none: one machine)."""
+    hubs = {s.record.machine for s in statuses if s.record.role == "hub"}
+    if not any(s.record.role == "leaf" for s in statuses):
+        return []
+    return [
+        f"({len(hubs)} hub: the mesh's state (apps, placements, durable calls) lives on that "
+        "one machine; while it is down, the leaves keep serving their own motes and wait "
+        "for it. Hub clusters are not built yet.)"
+    ]
 
 
 @command("nodes", "list the mesh's nodes", json=True)

@@ -115,7 +115,23 @@ async def join(config: Config, ns: argparse.Namespace) -> int:
     )
     p = joined.principal
     print(f"joined mesh {joined.mesh.id} as {p.kind} {p.name} ({p.id})")
-    if p.kind != "node" or ns.no_start:
+    if p.kind != "node":
+        return 0
+    if joined.setup is not None and joined.setup.hubs:
+        # The mesh listens beyond loopback: this machine runs its own server, a leaf.
+        from ..node.inventory import parse_labels
+        from ..node.machine import LeafMachine
+
+        try:
+            labels = parse_labels(ns.label)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
+        machine = LeafMachine(files, config, labels)
+        await machine.prepare(joined.setup)
+        if ns.no_start:
+            return 0
+        return await machine.run()
+    if ns.no_start:
         return 0
     from .local import become_node
 

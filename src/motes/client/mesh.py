@@ -32,7 +32,7 @@ from ..identity.keys import KeyKind
 from ..store.client import StoreClient
 from ..trust.client import Credentials, PrincipalFiles
 from ..trust.keyring import write_secret
-from ..wire import acl
+from ..wire import acl, subjects
 from ..wire.bus import Bus
 from ._core import Core
 from .apps import Apps
@@ -158,6 +158,8 @@ def _as_home_principal(config: Config) -> Config:
             "identity": str(files.identity),
             "inbox_prefix": acl.inbox_prefix(files.id),
             "mesh_key": str(info.get("key", "")),
+            "domain": subjects.MESH_DOMAIN,
+            "tls_ca": config.lattice.tls_ca or str(info.get("ca", "")),
         },
         store={"convergence": convergence},
     )

@@ -1,5 +1,25 @@
 """The lattice: the NATS server Motes runs on, embedded or reached by URL."""
 
-from .server import NatsServer, Operator, ServerConfig, find_binary
+from .server import (
+    Cluster,
+    LeafRemote,
+    Listen,
+    NatsServer,
+    Operator,
+    ServerConfig,
+    TlsFiles,
+    find_binary,
+    is_loopback,
+)
 
-__all__ = ["NatsServer", "Operator", "ServerConfig", "find_binary"]
+__all__ = [
+    "Cluster",
+    "LeafRemote",
+    "Listen",
+    "NatsServer",
+    "Operator",
+    "ServerConfig",
+    "TlsFiles",
+    "find_binary",
+    "is_loopback",
+]

@@ -117,6 +117,9 @@ class NodeAgent:
             labels=dict(config.node.labels),
             started_at=time.time(),
             version=__version__,
+            machine=config.node.machine,
+            role=config.node.role,
+            link=config.node.link,
         )
         self.scheduler: SchedulerService | None = None
         self.instances: dict[str, _Instance] = {}

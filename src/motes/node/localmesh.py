@@ -22,12 +22,13 @@ from .. import _proc
 from ..config import MESH_FILE, Config, LatticeConfig, NodeConfig, Timing, write_config
 from ..errors import MeshNotRunning, StartupError
 from ..identity import KeyKind, SigningKey
-from ..lattice import NatsServer, ServerConfig
+from ..lattice import Listen, NatsServer, ServerConfig
 from ..trust.local import LocalTrust
 from ..wire import subjects
 from ..wire.bus import Bus
 from ..wire.codec import decode
 from ..wire.messages import NodeState, NodeStatus
+from ..wire.trust import Hub
 
 __all__ = ["LocalMesh", "NodeProc"]
 
@@ -64,10 +65,15 @@ class LocalMesh:
         timing: Timing | None = None,
         write_mesh_file: bool = True,
         auth: bool = True,
+        listen: Listen | None = None,
     ) -> None:
         """``auth``: the embedded lattice authenticates every connection (NATS operator
         mode; the mesh's keys under ``<home>/trust``). Off only to measure what it costs,
-        and when ``url`` names a lattice started elsewhere."""
+        and when ``url`` names a lattice started elsewhere.
+
+        ``listen``: other machines reach this one there; its server is then the mesh's
+        first hub (TLS with a certificate the mesh key signs, leaf nodes and routes
+        accepted), and this machine's own nodes connect to it with TLS too."""
         if nodes < 1:
             raise ValueError("a mesh needs at least one node")
         self.home = home
@@ -76,6 +82,9 @@ class LocalMesh:
         self.server: NatsServer | None = None
         self.trust: LocalTrust | None = None
         self.auth = auth and url is None
+        if listen is not None and not self.auth:
+            raise ValueError("a lattice reachable from other machines always authenticates")
+        self.listen = listen
         self._owner: LatticeConfig | None = None
         self._node_lattice: dict[str, LatticeConfig] = {}
         self._url = url
@@ -92,7 +101,14 @@ class LocalMesh:
             return self._url
         if self.server is None:
             raise MeshNotRunning("the local mesh is not started")
+        if self.listen is not None:
+            return self.listen.url(self.server.port)
         return self.server.url
+
+    @property
+    def machine(self) -> str:
+        """This machine's name in the mesh: its nats-server's."""
+        return f"hub-{self.trust.keys.mesh_id}" if self.trust else "motes"
 
     async def start(self, timeout: float = 60.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -101,12 +117,7 @@ class LocalMesh:
                 self.trust = LocalTrust(self.home, self.timing)
             if self._url is None:
                 self.server = await NatsServer.start(
-                    ServerConfig(
-                        store_dir=self.home / "lattice" / "jetstream",
-                        port=self.port,
-                        operator=self.trust.operator() if self.trust else None,
-                    ),
-                    workdir=self.home / "lattice",
+                    self._server_config(), workdir=self.home / "lattice"
                 )
             if self.trust is not None:
                 await self._admit_local()
@@ -118,11 +129,47 @@ class LocalMesh:
         if self._write:
             self._write_mesh_file()
 
+    def _server_config(self) -> ServerConfig:
+        store = self.home / "lattice" / "jetstream"
+        operator = self.trust.operator() if self.trust else None
+        listen = self.listen
+        if listen is None:
+            return ServerConfig(
+                store_dir=store, port=self.port, operator=operator, domain=subjects.MESH_DOMAIN
+            )
+        assert self.trust is not None
+        return ServerConfig(
+            store_dir=store,
+            host=listen.bind,
+            port=listen.port,
+            name=self.machine,
+            operator=operator,
+            domain=subjects.MESH_DOMAIN,
+            tls=self.trust.hub_tls(listen),
+            # The first hub runs JetStream on its own: nats-server will not start
+            # clustered JetStream without a second server to route to, and streams made
+            # standalone are dropped as orphans when a server turns clustered. So the
+            # mesh's state lives on this hub, and a hub cluster is future work.
+            leaf_port=listen.leaf_port,
+        )
+
+    def _hub(self) -> Hub | None:
+        if self.listen is None:
+            return None
+        listen = self.listen
+        return Hub(
+            id=self.machine,
+            name=self.machine,
+            client=self.url,
+            leaf=listen.url(listen.leaf_port),
+            route=listen.url(listen.route_port),
+        )
+
     async def _admit_local(self) -> None:
         """The authority, the owner's credentials, and each local node's admission."""
         assert self.trust is not None
         servers = self.servers
-        await self.trust.start_authority(servers)
+        await self.trust.start_authority(servers, hub=self._hub())
         self._owner = self.trust.owner_lattice(servers)
         bus = await self.connect("motes up (owner)")
         try:
@@ -130,6 +177,11 @@ class LocalMesh:
                 self._node_lattice[n.name] = await self.trust.admit_node(bus, n.name, n.home)
         finally:
             await bus.close()
+
+    @property
+    def _domain(self) -> str:
+        """The mesh's JetStream domain: ours if we started the lattice, else unknown."""
+        return subjects.MESH_DOMAIN if self._url is None else ""
 
     @property
     def servers(self) -> tuple[str, ...]:
@@ -140,7 +192,7 @@ class LocalMesh:
         """How to reach this mesh's lattice, as its owner."""
         if self._owner is not None:
             return self._owner
-        return LatticeConfig(servers=self.servers)
+        return LatticeConfig(servers=self.servers, domain=self._domain)
 
     def client_config(self, timing: Timing | None = None) -> Config:
         """Settings for a client of this mesh acting as its owner."""
@@ -153,12 +205,20 @@ class LocalMesh:
         return connect(config=self.client_config(timing), cache=cache)
 
     def node_config(self, node: NodeProc) -> Config:
-        lattice = self._node_lattice.get(node.name) or LatticeConfig(servers=self.servers)
+        lattice = self._node_lattice.get(node.name) or LatticeConfig(
+            servers=self.servers, domain=self._domain
+        )
         return Config(
             home=str(self.home),
             lattice=lattice,
             timing=self.timing,
-            node=NodeConfig(name=node.name, home=str(node.home), labels=dict(node.labels)),
+            node=NodeConfig(
+                name=node.name,
+                home=str(node.home),
+                labels=dict(node.labels),
+                machine=self.machine,
+                role="hub",
+            ),
         )
 
     async def start_node(self, node: NodeProc) -> None:

@@ -57,19 +57,25 @@ from ..wire.trust import (
     CredRequest,
     Grant,
     GrantRequest,
+    Hub,
+    HubReply,
+    HubRequest,
     InstanceCreds,
     Invite,
     InviteRequest,
     InviteState,
     Joined,
     JoinRequest,
+    MeshInfo,
     Principal,
     Renewed,
     RevokeRequest,
+    ServerSetup,
     Token,
 )
 from .keyring import MeshKeys, write_secret
 from .records import read_principal, read_trust
+from .tls import ca_certificate, issue_server_cert
 
 __all__ = ["IDENTITY_TTL_S", "SESSION_TTL_S", "Authority"]
 
@@ -83,6 +89,8 @@ IDENTITY_TTL_S = 30 * 86400.0
 """A principal's identity credential may only ask for a new session; it lasts 30 days
 (renewed with every session), so a machine that was away for a month must rejoin."""
 INVITE_USES_MAX = 100
+REPLICAS = 3
+"""Replicas of the mesh's state once it has this many hubs (a quorum survives one loss)."""
 
 
 @dataclass
@@ -126,7 +134,9 @@ class Authority:
         owner: bytes,
         servers: list[str],
         lease_ttl: float = 2.0,
+        hub: Hub | None = None,
     ) -> None:
+        """``hub``: the machine this authority runs on is a hub (``motes up --listen``)."""
         self.bus = bus
         self.system = system
         self.keys = keys
@@ -134,6 +144,7 @@ class Authority:
         self.owner_id = short_id(KeyKind.PERSON, owner)
         self.servers = servers
         self.lease_ttl = lease_ttl
+        self.hub = hub
         self.issued = _Issued.load(keys.dir / "issued.json")
         self._audit_lock = asyncio.Lock()
         self._head: tuple[int, bytes] | None = None
@@ -146,6 +157,7 @@ class Authority:
             "revoke": self._revoke,
             "admit": self._admit,
             "deploy": self._deploy,
+            "hub": self._hub,
         }
 
     # --- running -----------------------------------------------------------------------
@@ -169,6 +181,8 @@ class Authority:
         for stream in resources.STREAMS:
             await self.bus.ensure_stream(stream)
         await self.bus.kv(resources.lease(self.lease_ttl))
+        if self.hub is not None:
+            await self.register_hub(self.hub)
         if await read_principal(self.bus, self.owner_id) is None:
             owner = Principal(
                 id=self.owner_id,
@@ -346,6 +360,12 @@ class Authority:
             )
         elif req.role == "worker":
             jwt, exp = self._mint(node, key, "worker", base, SESSION_TTL_S, f"worker {req.wid}")
+        elif req.role == "link":
+            # The hubs hold every revocation, so a revoked machine's link is cut there at
+            # once: the link credential may last as long as an identity.
+            schedules = allowed(await self._grants(), node, "schedule", "*") is not None
+            scope = acl.Scope(principal=node, node=node, schedules=schedules)
+            jwt, exp = self._mint(node, key, "link", scope, IDENTITY_TTL_S, f"link {p.name}")
         elif req.role == "instance":
             return encode(await self._instance(p, req))
         else:
@@ -381,7 +401,10 @@ class Authority:
         grants = grants_of(await self._grants(), deployer)
         calls = {g.resource for g in grants if g.action in ("call", "deploy")} | {spec.app}
         app_scope = acl.Scope(
-            principal=short_id(KeyKind.NODE, app_key), calls=tuple(sorted(calls)), stores=True
+            principal=short_id(KeyKind.NODE, app_key),
+            node=node.id,
+            calls=tuple(sorted(calls)),
+            stores=True,
         )
         app_jwt, _ = self._mint(
             node.id, app_key, "app", app_scope, SESSION_TTL_S, f"app {spec.app}"
@@ -423,9 +446,12 @@ class Authority:
             msgspec.structs.replace(g, id=g.id or secrets.token_hex(8), issuer=admin)
             for g in req.grants
         ]
+        if req.hub and req.kind != "node":
+            raise BadMessage("only a machine (a node) can be a hub")
         invite = Invite(
             id=iid,
-            mesh=self.keys.info(req.servers or self.servers),
+            mesh=await self._mesh_info(req.servers),
+            hub=req.hub,
             kind=req.kind,
             name=req.name,
             expires=expires,
@@ -442,6 +468,7 @@ class Authority:
             uses=uses,
             grants=grants,
             issuer=admin,
+            hub=req.hub,
         )
         kv = await self.bus.kv(resources.INVITES)
         await kv.create(iid, encode(record))
@@ -486,6 +513,7 @@ class Authority:
             name=req.name or state.name,
             key=req.key,
             owner=state.issuer if state.kind == "node" else "",
+            hub=state.hub,
             admitted_at=time.time(),
             invite=iid,
         )
@@ -541,8 +569,72 @@ class Authority:
             session=session,
             identity=self._identity(principal),
             expires=expires,
-            mesh=self.keys.info(self.servers),
+            mesh=await self._mesh_info(),
+            setup=await self._setup() if principal.kind == "node" else None,
         )
+
+    # --- hubs ------------------------------------------------------------------------
+
+    async def _hubs(self) -> list[Hub]:
+        kv = await self.bus.kv(resources.HUBS)
+        out = []
+        for key, entry in (await kv.items()).items():
+            try:
+                out.append(decode(entry.value or b"", Hub))
+            except BadMessage:
+                log.warning("ignoring hub record %s: unreadable", key)
+        return sorted(out, key=lambda h: h.name)
+
+    async def _mesh_info(self, servers: list[str] | None = None) -> MeshInfo:
+        """The mesh as a joiner sees it: where clients connect (the hubs, once there
+        are any) and, off loopback, the CA that vouches for the hubs' certificates."""
+        hubs = await self._hubs()
+        if not hubs:
+            return self.keys.info(servers or self.servers)
+        return msgspec.structs.replace(
+            self.keys.info([h.client for h in hubs]), ca=ca_certificate(self.keys.mesh)
+        )
+
+    async def _setup(self) -> ServerSetup:
+        return ServerSetup(
+            operator=self.keys.operator_jwt(),
+            system_account=self.keys.system_nkey,
+            accounts={
+                self.keys.system_nkey: self.keys.system_jwt(),
+                self.keys.account_nkey: self.keys.account_jwt(),
+            },
+            domain=subjects.MESH_DOMAIN,
+            hubs=await self._hubs(),
+        )
+
+    async def register_hub(self, hub: Hub) -> None:
+        """Add a hub; at three, every bucket and stream is replicated on three of them."""
+        kv = await self.bus.kv(resources.HUBS)
+        await kv.put(hub.id, encode(hub))
+        count = len(await self._hubs())
+        if count >= REPLICAS:
+            for name in resources.stream_names():
+                try:
+                    await self.bus.replicate(name, REPLICAS)
+                except MotesError as exc:
+                    log.warning("could not replicate %s on %d hubs: %s", name, REPLICAS, exc)
+
+    async def _hub(self, node: str, data: bytes) -> bytes:
+        """A node admitted as a hub gets its server certificate, and the mesh's setup
+        with the hubs it routes to; then it is one of them."""
+        p = await self._principal(node)
+        if p.kind != "node" or not p.hub:
+            raise Forbidden(node, "be", "a hub", "it was not invited as one (`invite --hub`)")
+        req = decode(data, HubRequest)
+        if len(req.key) != 32 or not req.names:
+            raise BadMessage("a hub request names its server's Ed25519 key and its addresses")
+        cert = issue_server_cert(self.keys.mesh, req.key, req.names, f"hub {p.name}")
+        setup = await self._setup()  # the hubs before it: the ones it routes to
+        await self.register_hub(
+            Hub(id=p.id, name=p.name, client=req.client, leaf=req.leaf, route=req.route)
+        )
+        await self._audit("join", p.id, "hub", detail=f"hub {p.name} at {req.client}")
+        return encode(HubReply(cert=cert, setup=setup))
 
     # --- grants and revocation -------------------------------------------------------
 
@@ -638,6 +730,7 @@ async def _main(config: Config, draining: asyncio.Event) -> None:
         owner=bytes.fromhex(setup["owner"]),
         servers=list(setup["servers"]),
         lease_ttl=config.timing.lease_ttl_s,
+        hub=msgspec.convert(setup["hub"], Hub) if setup.get("hub") else None,
     )
     try:
         await serve_until_drained(lambda started: authority.run(started=started), draining)

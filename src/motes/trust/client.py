@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..config import LatticeConfig
-from ..errors import BadMessage, MotesError, error_from_wire
+from ..errors import BadMessage, MotesError, NoResponders, error_from_wire
 from ..identity import KeyKind, SigningKey, short_id
 from ..identity.jwt import decode_jwt, read_creds
 from ..wire import acl, subjects
@@ -36,11 +36,29 @@ __all__ = ["Credentials", "NodeCredentials", "PrincipalFiles", "ask", "lattice_f
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ASK_TIMEOUT_S = 10.0
+_LINK_WAIT_S = 30.0
+"""How long a node's processes wait for the authority to be reachable at start."""
 
 
-async def ask(bus: Bus, op: str, principal: str, request: Any, answer: type[T]) -> T:
-    """One request to the authority; its typed error if it refused."""
-    reply = await bus.request(subjects.auth(op, principal), encode(request), timeout=_ASK_TIMEOUT_S)
+async def ask(
+    bus: Bus, op: str, principal: str, request: Any, answer: type[T], *, wait_s: float = 0.0
+) -> T:
+    """One request to the authority; its typed error if it refused. ``wait_s``: while
+    nothing answers (a leaf machine's link to the hubs still coming up), ask again with
+    backoff for up to that long."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.05
+    while True:
+        try:
+            reply = await bus.request(
+                subjects.auth(op, principal), encode(request), timeout=_ASK_TIMEOUT_S
+            )
+            break
+        except NoResponders:
+            if time.monotonic() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
     try:
         return decode(reply.data, answer)
     except BadMessage:
@@ -51,9 +69,10 @@ async def ask(bus: Bus, op: str, principal: str, request: Any, answer: type[T]) 
         raise error_from_wire(err.code, err.message, err.fields) from None
 
 
-def lattice_for(base: LatticeConfig, creds: Path, principal: str) -> LatticeConfig:
-    """``base``'s servers and TLS, as ``principal`` (its credential, its own inbox)."""
-    return replace(base, credentials=str(creds), inbox_prefix=acl.inbox_prefix(principal))
+def lattice_for(base: LatticeConfig, creds: Path, principal: str, node: str = "") -> LatticeConfig:
+    """``base``'s servers, TLS and domain, as ``principal`` (its credential, its own
+    inbox: under its node's, for a node's processes)."""
+    return replace(base, credentials=str(creds), inbox_prefix=acl.inbox_prefix(principal, node))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +123,8 @@ class PrincipalFiles:
             return {}
 
     def lattice(self, base: LatticeConfig) -> LatticeConfig:
-        return lattice_for(base, self.session, self.id)
+        node = self.id if self.kind is KeyKind.NODE else ""
+        return lattice_for(base, self.session, self.id, node)
 
 
 def _expires(creds: Path) -> float:
@@ -168,10 +188,11 @@ class NodeCredentials:
             self.node,
             CredRequest(role=role, keys=[key.public], wid=wid),
             CredReply,
+            wait_s=_LINK_WAIT_S,
         )
         write_creds(path, reply.jwt, key)
         self.minted[path] = _Minted(role, path, key, iid, wid)
-        return lattice_for(self.base, path, key.id)
+        return lattice_for(self.base, path, key.id, self.node)
 
     async def store(self) -> LatticeConfig:
         return await self._mint("store", "store")
@@ -197,8 +218,8 @@ class NodeCredentials:
         secret = write_secret(self.run_dir / f"{wid}.convergence", reply.instance.convergence)
         self.minted[shell_path] = _Minted("instance", shell_path, shell, iid, wid)
         return (
-            lattice_for(self.base, shell_path, shell.id),
-            lattice_for(self.base, code_path, code.id),
+            lattice_for(self.base, shell_path, shell.id, self.node),
+            lattice_for(self.base, code_path, code.id, self.node),
             secret,
         )
 

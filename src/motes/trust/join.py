@@ -15,10 +15,11 @@ from ..config import LatticeConfig
 from ..errors import Unauthorized
 from ..identity import KeyKind, SigningKey
 from ..identity.invites import decode_token, join_proof
-from ..wire import acl
+from ..wire import acl, subjects
 from ..wire.trust import Invite, Joined, JoinRequest
 from .client import PrincipalFiles, ask
 from .keyring import write_creds
+from .tls import check_ca
 
 __all__ = ["home_of", "join", "member_lattice"]
 
@@ -35,13 +36,30 @@ def member_lattice(files: PrincipalFiles, servers: tuple[str, ...] = ()) -> Latt
     """How the member whose files these are reaches its mesh: its session credential
     (renewed with its identity credential), at ``servers`` or those it joined at."""
     info = files.mesh_info()
+    node = files.id if files.kind is KeyKind.NODE else ""
     return LatticeConfig(
         servers=servers or tuple(info.get("servers", ())),
         credentials=str(files.session),
         identity=str(files.identity),
-        inbox_prefix=acl.inbox_prefix(files.id),
+        inbox_prefix=acl.inbox_prefix(files.id, node),
         mesh_key=str(info.get("key", "")),
+        domain=subjects.MESH_DOMAIN,
+        tls_ca=str(info.get("ca", "")),
     )
+
+
+def _trust_ca(invite: Invite, files: PrincipalFiles) -> str:
+    """The mesh CA a joiner checks the hubs' certificates against: the one in the
+    invite, once it is shown to be self-signed by the mesh key the invite names (a
+    server with any other certificate, public CAs included, is refused). "": the mesh
+    listens on loopback only."""
+    if not invite.mesh.ca:
+        return ""
+    check_ca(invite.mesh.ca, invite.mesh.key)
+    path = files.dir / "ca.pem"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(invite.mesh.ca)
+    return str(path)
 
 
 async def join(
@@ -64,8 +82,12 @@ async def join(
         raise Unauthorized("the invite names no server to reach; give one with --url")
     ticket = files.dir / "run" / f"{invite.id}.creds"
     write_creds(ticket, invite.jwt, SigningKey.from_seed(KeyKind.PERSON, invite.seed))
+    ca = _trust_ca(invite, files)
     lattice = LatticeConfig(
-        servers=where, credentials=str(ticket), inbox_prefix=acl.inbox_prefix(invite.id)
+        servers=where,
+        credentials=str(ticket),
+        inbox_prefix=acl.inbox_prefix(invite.id),
+        tls_ca=ca,
     )
     try:
         try:
@@ -99,6 +121,7 @@ async def join(
             "servers": list(where),
             "renew": invite.kind == "person",
             "principal": joined.principal.id,
+            "ca": ca,
         },
     )
     return joined, files

@@ -12,17 +12,20 @@ import asyncio
 import json
 from pathlib import Path
 
+import msgspec
+
 from .. import _proc
 from ..config import Config, LatticeConfig, Timing, write_config
 from ..errors import StartupError
 from ..identity import KeyKind, SigningKey
-from ..lattice import Operator
-from ..wire import acl
+from ..lattice import Listen, Operator, TlsFiles
+from ..wire import acl, subjects
 from ..wire.bus import Bus
-from ..wire.trust import Admit, Joined
+from ..wire.trust import Admit, Hub, Joined
 from .authority import IDENTITY_TTL_S, SESSION_TTL_S
 from .client import PrincipalFiles, ask
 from .keyring import MeshKeys, write_creds, write_secret
+from .tls import ServerTls, ca_certificate, issue_server_cert
 
 __all__ = ["LocalTrust"]
 
@@ -37,6 +40,19 @@ class LocalTrust:
         self.owner = PrincipalFiles(home, KeyKind.PERSON)
         self.owner_key = self.owner.key()
         self.proc: asyncio.subprocess.Process | None = None
+        self.ca: Path | None = None
+        """The mesh CA's certificate, once this machine listens beyond loopback."""
+
+    def hub_tls(self, listen: Listen) -> TlsFiles:
+        """This machine's server certificate for ``listen``, signed here (the owner holds
+        the mesh key), and the mesh CA beside it."""
+        tls = ServerTls(self.home / "lattice" / "tls")
+        cert = issue_server_cert(
+            self.keys.mesh, tls.server_key().public, [listen.host], f"hub of {self.keys.mesh_id}"
+        )
+        tls.write(cert, ca_certificate(self.keys.mesh))
+        self.ca = tls.ca
+        return TlsFiles(cert=tls.cert, key=tls.key, ca=tls.ca)
 
     @property
     def mesh_key(self) -> str:
@@ -54,14 +70,21 @@ class LocalTrust:
         )
 
     def _lattice(
-        self, servers: tuple[str, ...], creds: Path, principal: str, identity: Path | None = None
+        self,
+        servers: tuple[str, ...],
+        creds: Path,
+        principal: str,
+        identity: Path | None = None,
+        node: str = "",
     ) -> LatticeConfig:
         return LatticeConfig(
             servers=servers,
             credentials=str(creds),
             identity=str(identity or ""),
-            inbox_prefix=acl.inbox_prefix(principal),
+            inbox_prefix=acl.inbox_prefix(principal, node),
             mesh_key=self.mesh_key,
+            domain=subjects.MESH_DOMAIN,
+            tls_ca=str(self.ca or ""),
         )
 
     def owner_lattice(self, servers: tuple[str, ...]) -> LatticeConfig:
@@ -74,10 +97,16 @@ class LocalTrust:
         identity = self.keys.user_jwt(
             self.owner_key.public, name="owner", permissions=renew, ttl_s=IDENTITY_TTL_S
         )
-        self.owner.save(session, identity, {"id": self.keys.mesh_id, "key": self.mesh_key})
+        self.owner.save(session, identity, self._membership())
         return self._lattice(servers, self.owner.session, self.owner_key.id, self.owner.identity)
 
-    async def start_authority(self, servers: tuple[str, ...], timeout: float = 30.0) -> None:
+    def _membership(self) -> dict[str, str]:
+        return {"id": self.keys.mesh_id, "key": self.mesh_key, "ca": str(self.ca or "")}
+
+    async def start_authority(
+        self, servers: tuple[str, ...], hub: Hub | None = None, timeout: float = 30.0
+    ) -> None:
+        """Start the authority; ``hub``: this machine is the mesh's first hub."""
         folder = self.keys.dir
         key = SigningKey.load_or_create(folder / "authority.key", KeyKind.PERSON)
         jwt = self.keys.user_jwt(
@@ -93,6 +122,7 @@ class LocalTrust:
             "system": str(folder / "system.creds"),
             "owner": self.owner_key.public.hex(),
             "servers": list(servers),
+            "hub": msgspec.to_builtins(hub) if hub is not None else None,
         }
         write_secret(folder / "authority.json", json.dumps(setup, indent=1))
         config = Config(
@@ -129,8 +159,10 @@ class LocalTrust:
         key = SigningKey.provision(files.key_path, KeyKind.NODE)
         admit = Admit(kind="node", name=name, key=key.public, grants=["schedule"])
         joined = await ask(bus, "admit", self.owner_key.id, admit, Joined)
-        files.save(joined.session, joined.identity, {"id": self.keys.mesh_id, "key": self.mesh_key})
-        return self._lattice(tuple(joined.mesh.servers), files.session, key.id, files.identity)
+        files.save(joined.session, joined.identity, self._membership())
+        return self._lattice(
+            tuple(joined.mesh.servers), files.session, key.id, files.identity, node=key.id
+        )
 
     async def stop(self) -> None:
         if self.proc is not None:

@@ -51,12 +51,15 @@ from ..errors import (
     Unauthorized,
 )
 from ..identity.jwt import read_creds
+from . import subjects
 from .bus import ConnState, Entry, JetMsg, Op, StoredMsg, StreamState
 from .resources import BucketSpec, StreamSpec
 
 __all__ = ["NatsBus"]
 
 log = logging.getLogger(__name__)
+_EXPECT_LAST = "Nats-Expected-Last-Subject-Sequence"
+_DOMAIN_API = re.compile(r"^\$JS\.(?!API\.)[^.]+\.API\.")
 _END = object()
 """Put in a subscription's queue to end its iterator."""
 
@@ -234,10 +237,17 @@ def _is_no_responders(msg: Msg) -> bool:
 
 
 class _KV:
+    """A bucket. Writes are JetStream publishes to ``{put_prefix}{key}``: the bucket's
+    own ``$KV.{bucket}.`` subjects, or from a leaf, the hubs' domain mapping of them
+    (``$JS.{domain}.API.$KV.{bucket}.``: the plain subjects do not cross a leaf link to
+    JetStream in another domain, nats-server#4819)."""
+
     def __init__(self, kv: KeyValue, name: str, bus: NatsBus) -> None:
         self._kv = kv
         self._name = name
         self._guarded = bus._guarded
+        self._js = bus._js
+        self._pre = bus._kv_put_prefix(name)
 
     @contextlib.asynccontextmanager
     async def _op(self, what: str, key: str = "", expected: int = 0) -> AsyncIterator[None]:
@@ -262,23 +272,42 @@ class _KV:
                 return None
         return _entry(e)
 
+    async def _publish(self, key: str, value: bytes, headers: dict[str, str] | None) -> int:
+        try:
+            ack = await self._js.publish(self._pre + key, value, headers=headers)
+        except nats.js.errors.APIError as err:
+            # 10071/10164: the key's last revision is not the one expected.
+            if err.err_code in (10071, 10164):
+                raise nats.js.errors.KeyWrongLastSequenceError(
+                    description=err.description
+                ) from None
+            raise
+        return int(ack.seq)
+
     async def put(self, key: str, value: bytes) -> int:
         async with self._op(f"writing {self._name}/{key}"):
-            return int(await self._kv.put(key, value))
+            return await self._publish(key, value, None)
 
     async def create(self, key: str, value: bytes) -> int:
         async with self._op(f"creating {self._name}/{key}", key=f"{self._name}/{key}"):
-            return int(await self._kv.create(key, value))
+            try:
+                return await self._publish(key, value, {_EXPECT_LAST: "0"})
+            except nats.js.errors.KeyWrongLastSequenceError:
+                # Deleted keys keep a marker: creating one again expects the marker.
+                marker = await self.get(key, deleted=True)
+                if marker is None or marker.op is Op.PUT:
+                    raise
+                return await self._publish(key, value, {_EXPECT_LAST: str(marker.revision)})
 
     async def update(self, key: str, value: bytes, *, last: int) -> int:
         async with self._op(
             f"updating {self._name}/{key}", key=f"{self._name}/{key}", expected=last
         ):
-            return int(await self._kv.update(key, value, last=last))
+            return await self._publish(key, value, {_EXPECT_LAST: str(last)})
 
     async def delete(self, key: str) -> None:
         async with self._op(f"deleting {self._name}/{key}"):
-            await self._kv.delete(key)
+            await self._publish(key, b"", {"KV-Operation": "DEL"})
 
     async def history(self, key: str) -> list[Entry]:
         async with self._op(f"history of {self._name}/{key}"):
@@ -482,6 +511,20 @@ class NatsBus:
         self.principal = config.inbox_prefix.removeprefix("_I.")
         self._refusal = ""
 
+    @staticmethod
+    def _as_checked(subject: str) -> str:
+        """``subject`` as a hub checks its permission: JetStream's domain-named API (and
+        the domain's mapping of bucket writes) mapped to the plain names first."""
+        m = _DOMAIN_API.match(subject)
+        if m is None:
+            return subject
+        rest = subject[m.end() :]
+        return rest if rest.startswith("$KV.") else "$JS.API." + rest
+
+    def _kv_put_prefix(self, bucket: str) -> str:
+        via = self.config.domain if self.config.leaf else ""
+        return subjects.kv_subject(bucket, "", via_domain=via)
+
     # --- refusals ---------------------------------------------------------------------
 
     def _refused(self, message: str) -> bool:
@@ -492,8 +535,9 @@ class NatsBus:
         action, subject = m.group(1), m.group(2)
         err = Forbidden(self.principal or "this connection", f"{action} to", subject)
         hit = False
+        said = subject.lower()  # nats-py lowercases the server's message
         for hint, fail in list(self._guards.values()):
-            if hint.lower() in subject.lower():  # nats-py lowercases the server's message
+            if hint.lower() in said or self._as_checked(hint).lower() in said:
                 fail(err)
                 hit = True
         if not hit:
@@ -836,6 +880,14 @@ class NatsBus:
                 except nats.js.errors.BadRequestError:
                     pass  # another process created it first
         self._streams.add(stream.name)
+
+    async def replicate(self, stream: str, replicas: int) -> None:
+        async with self._op(f"replicating {stream}", stream):
+            info = await self._js.stream_info(stream)
+            if info.config.num_replicas != replicas:
+                config = info.config
+                config.num_replicas = replicas
+                await self._js.update_stream(config)
 
     async def publish_durable(
         self, subject: str, data: bytes, *, msg_id: str = "", timeout: float = 10.0

@@ -19,10 +19,30 @@ __all__ = ["Scope", "inbox_prefix", "permissions"]
 
 RESPONSE_TTL_S = 60.0
 
+_api = s.js_api
 
-def inbox_prefix(principal: str) -> str:
-    """Where replies to ``principal`` arrive: no one else may subscribe there."""
-    return f"_I.{principal}"
+
+def _both_forms(subjects: list[str]) -> list[str]:
+    """Each JetStream subject as a hub checks it and as a leaf's server does. A mesh's
+    clients name its JetStream domain (``$JS.motes.API...``): a hub maps that to
+    ``$JS.API...`` before it checks a permission (and the domain's mapping of bucket
+    writes to ``$KV...``), while a leaf, which has no JetStream, checks the name as
+    sent."""
+    out: list[str] = []
+    for subject in subjects:
+        out.append(subject)
+        if subject.startswith("$JS.API."):
+            out.append(f"$JS.{s.MESH_DOMAIN}.API." + subject.removeprefix("$JS.API."))
+        elif subject.startswith("$KV."):
+            out.append(f"$JS.{s.MESH_DOMAIN}.API.{subject}")
+    return out
+
+
+def inbox_prefix(principal: str, node: str = "") -> str:
+    """Where replies to ``principal`` arrive: no one else may subscribe there. A node's
+    processes (``node``) share its prefix, so that its leaf link can carry their
+    replies and no one else's."""
+    return f"_I.{node}.{principal}" if node else f"_I.{principal}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +61,8 @@ class Scope:
     """App names (patterns) the holder may deploy."""
     stores: bool = False
     """May use the store as a client (put and get data)."""
+    schedules: bool = False
+    """A node that may run the scheduler (a leaf link then carries its traffic)."""
     extra_pub: tuple[str, ...] = field(default=())
 
 
@@ -51,14 +73,14 @@ def _read_bucket(bucket: str) -> list[str]:
 
 def _read_stream(stream: str) -> list[str]:
     return [
-        s.js_api("STREAM.NAMES"),  # nats-py finds a stream by subject before consuming
-        s.js_api("STREAM.INFO", stream),
-        s.js_api("DIRECT.GET", stream, ">"),
-        s.js_api("STREAM.MSG.GET", stream),
-        s.js_api("CONSUMER.CREATE", stream),
-        s.js_api("CONSUMER.CREATE", stream, ">"),
-        s.js_api("CONSUMER.INFO", stream, ">"),
-        s.js_api("CONSUMER.DELETE", stream, ">"),
+        _api("STREAM.NAMES"),  # nats-py finds a stream by subject before consuming
+        _api("STREAM.INFO", stream),
+        _api("DIRECT.GET", stream, ">"),
+        _api("STREAM.MSG.GET", stream),
+        _api("CONSUMER.CREATE", stream),
+        _api("CONSUMER.CREATE", stream, ">"),
+        _api("CONSUMER.INFO", stream, ">"),
+        _api("CONSUMER.DELETE", stream, ">"),
         s.js_flow_control(stream),
     ]
 
@@ -66,8 +88,8 @@ def _read_stream(stream: str) -> list[str]:
 def _get_keys(bucket: str, keys: Iterable[str]) -> list[str]:
     """Bind a bucket and read only ``keys`` (direct get puts the key in the subject)."""
     stream = s.kv_stream(bucket)
-    return [s.js_api("STREAM.INFO", stream)] + [
-        s.js_api("DIRECT.GET", stream, s.kv_subject(bucket, k)) for k in keys
+    return [_api("STREAM.INFO", stream)] + [
+        _api("DIRECT.GET", stream, s.kv_subject(bucket, k)) for k in keys
     ]
 
 
@@ -78,12 +100,12 @@ def _write_keys(bucket: str, keys: Iterable[str]) -> list[str]:
 def _consume(stream: str, durable: str, subject: str) -> list[str]:
     """Pull from one durable consumer of ``stream`` (created on first use)."""
     return [
-        s.js_api("STREAM.INFO", stream),
-        s.js_api("CONSUMER.CREATE", stream, durable, ">"),
-        s.js_api("CONSUMER.CREATE", stream, durable),
-        s.js_api("CONSUMER.DURABLE.CREATE", stream, durable),
-        s.js_api("CONSUMER.INFO", stream, durable),
-        s.js_api("CONSUMER.MSG.NEXT", stream, durable),
+        _api("STREAM.INFO", stream),
+        _api("CONSUMER.CREATE", stream, durable, ">"),
+        _api("CONSUMER.CREATE", stream, durable),
+        _api("CONSUMER.DURABLE.CREATE", stream, durable),
+        _api("CONSUMER.INFO", stream, durable),
+        _api("CONSUMER.MSG.NEXT", stream, durable),
         f"$JS.ACK.{stream}.{durable}.>",
         subject,
     ]
@@ -115,7 +137,7 @@ def _caller(scope: Scope) -> list[str]:
     if scope.calls:
         out += [s.SCHED_DEMAND, s.SCHED_WHY]
         out += _read_bucket(s.KV_RESULTS)
-        out += [s.js_api("STREAM.INFO", s.STREAM_CALLS)]
+        out += [_api("STREAM.INFO", s.STREAM_CALLS)]
     return out
 
 
@@ -136,7 +158,85 @@ def _store_client(node: str = "") -> list[str]:
 
 def _own(scope: Scope) -> tuple[list[str], list[str]]:
     """What every principal has: its inbox, and its own requests to the authority."""
-    return [s.auth("*", scope.principal)], [s.inbox(inbox_prefix(scope.principal))]
+    return [s.auth("*", scope.principal)], [s.inbox(inbox_prefix(scope.principal, scope.node))]
+
+
+def _link(scope: Scope) -> tuple[list[str], list[str], int]:
+    """A leaf machine's link to the hubs: what may cross it, both ways. The union of
+    what its node's processes may do (its agent, store, scheduler if it may schedule,
+    its workers, any instance placed there and that instance's code), so whatever runs
+    there reaches the mesh; each process is held to its own credential by the leaf's
+    own server. Never the authority's buckets, another node's records or heartbeats,
+    the store's convergence secret, or replies meant for another machine."""
+    node = scope.node
+    calls = s.STREAM_CALLS
+    pub = [
+        s.auth("*", node),
+        s.heartbeat(node),
+        s.instance_events(node),
+        s.instance_load(node),
+        s.log("*", "*", node),
+        _api("STREAM.INFO", s.STREAM_LOGS),
+        _api("STREAM.NAMES"),
+        f"{s.PREFIX}.call.>",
+        f"{s.PREFIX}.actor.>",
+        f"{s.PREFIX}.durable.>",
+        s.SCHED_DEMAND,
+        s.SCHED_WHY,
+        _api("STREAM.INFO", calls),
+        _api("CONSUMER.CREATE", calls, "*"),
+        _api("CONSUMER.CREATE", calls, "*", ">"),
+        _api("CONSUMER.DURABLE.CREATE", calls, "*"),
+        _api("CONSUMER.INFO", calls, "*"),
+        _api("CONSUMER.MSG.NEXT", calls, "*"),
+        s.js_ack(calls),
+        *_write_keys(s.KV_NODES, [node]),
+        *_write_keys(s.KV_HOLDINGS, [node]),
+        *_write_keys(s.KV_ACTORS, [">"]),
+        *_write_keys(s.KV_RESULTS, [">"]),
+        *_write_keys(s.KV_LEASE, ["store-repair"]),
+        *_store_client(),
+        *_read_objects(s.OBJ_BUNDLES),
+    ]
+    for bucket in (
+        s.KV_NODES,
+        s.KV_PLACE,
+        s.KV_APPS,
+        s.KV_PRINCIPALS,
+        s.KV_GRANTS,
+        s.KV_LEASE,
+        s.KV_ACTORS,
+        s.KV_RESULTS,
+        s.KV_FLOWS,
+    ):
+        pub += _read_bucket(bucket)
+    sub = [
+        s.inbox(f"_I.{node}"),
+        s.CTL_NODES,
+        s.CTL_PS,
+        f"{s.PREFIX}.call.>",
+        f"{s.PREFIX}.actor.>",
+        s.store(node, "*"),
+        s.STORE_LOCATE,
+        s.STORE_REPAIR,
+    ]
+    if scope.schedules:
+        pub += [
+            s.EVENTS_SCHED,
+            *_write_keys(s.KV_PLACE, ["*"]),
+            *_write_keys(s.KV_LEASE, [s.LEASE_KEY]),
+            *_read_bucket(s.KV_CTX),
+        ]
+        sub += [s.HEARTBEATS, s.SCHED_WHY, s.SCHED_DEMAND]
+    # A leaf link carries a message, either way, only on subjects it may both publish
+    # and subscribe to (nats-server#2454; checked in tests/multi/test_listen.py). What
+    # crosses is still only what someone publishes there and what the other side has
+    # interest in, and each process on the leaf is held to its own credential there.
+    both = list(dict.fromkeys([*pub, *sub]))
+    # Replies from this machine's responders to callers elsewhere: a leaf link has no
+    # allow-responses, so it may publish to every inbox (never read one: that needs
+    # subscribe, and the link subscribes only to its own machine's).
+    return [*both, "_I.>"], both, 1
 
 
 def permissions(role: str, scope: Scope) -> Permissions:
@@ -165,7 +265,7 @@ def permissions(role: str, scope: Scope) -> Permissions:
             s.instance_events(node),
             s.worker(node, "*"),
             s.log("*", "*", node),
-            s.js_api("STREAM.INFO", s.STREAM_LOGS),
+            _api("STREAM.INFO", s.STREAM_LOGS),
             *_write_keys(s.KV_NODES, [node]),
             *_read_bucket(s.KV_NODES),
             *_read_bucket(s.KV_PLACE),
@@ -228,6 +328,8 @@ def permissions(role: str, scope: Scope) -> Permissions:
             s.worker(node, scope.wid),
         ]
         responses = 1
+    elif role == "link":
+        pub, sub, responses = _link(scope)
     elif role == "app":  # a mote's own code: what its deployer may do, and the store
         pub += _caller(scope)
         pub += _store_client()
@@ -243,7 +345,7 @@ def permissions(role: str, scope: Scope) -> Permissions:
         raise ValueError(f"no such role {role!r}")
     pub += list(scope.extra_pub)
     return Permissions(
-        pub_allow=tuple(dict.fromkeys(pub)),
+        pub_allow=tuple(dict.fromkeys(_both_forms(pub))),
         sub_allow=tuple(dict.fromkeys(sub)),
         responses=responses,
         response_ttl_s=RESPONSE_TTL_S if responses else 0.0,

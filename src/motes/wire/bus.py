@@ -284,6 +284,9 @@ class Bus(Protocol):
     async def objects(self, bucket: BucketSpec) -> Objects: ...
 
     async def ensure_stream(self, stream: StreamSpec) -> None: ...
+    async def replicate(self, stream: str, replicas: int) -> None:
+        """Keep ``replicas`` copies of JetStream stream ``stream`` (a bucket's too)."""
+        ...
 
     async def publish_durable(
         self, subject: str, data: bytes, *, msg_id: str = "", timeout: float = 10.0

@@ -602,6 +602,14 @@ class MemoryBus:
         if stream.name not in self.lattice._streams:
             self.lattice._streams[stream.name] = _Stream(self.lattice, stream)
 
+    async def replicate(self, stream: str, replicas: int) -> None:
+        """One in-memory copy stands for any number; an unknown stream is refused as
+        nats-server refuses it."""
+        self._check()
+        known = set(self.lattice._streams) | {f"KV_{b}" for b in self.lattice._buckets}
+        if stream not in known and not stream.startswith("OBJ_"):
+            raise TransportError(f"replicating {stream}: no such stream")
+
     def _stream_for(self, subject: str) -> _Stream:
         stream = self.lattice.stream_for(subject)
         if stream is None:

@@ -268,6 +268,12 @@ class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, tag="node1"):
     labels: dict[str, str] = {}
     started_at: float = 0.0
     version: str = ""
+    machine: str = ""
+    """Its machine (the nats-server it is attached to); empty: its own."""
+    role: str = ""
+    """``hub`` or ``leaf``: what its machine's server is in the mesh."""
+    link: str = ""
+    """For a leaf: the hubs its machine dials."""
 
 
 class Load(msgspec.Struct, frozen=True, kw_only=True, tag="load1"):

@@ -29,6 +29,7 @@ __all__ = [
     "GRANTS",
     "HOLDINGS",
     "HOLDINGS_TTL_S",
+    "HUBS",
     "INVITES",
     "LOGS",
     "NODES",
@@ -41,6 +42,7 @@ __all__ = [
     "BucketSpec",
     "StreamSpec",
     "lease",
+    "stream_names",
 ]
 
 RESULT_TTL_S = 24 * 3600.0
@@ -96,6 +98,7 @@ BUNDLES = BucketSpec(subjects.OBJ_BUNDLES, objects=True)
 PRINCIPALS = BucketSpec(subjects.KV_PRINCIPALS, history=8)
 GRANTS = BucketSpec(subjects.KV_GRANTS, history=4)
 INVITES = BucketSpec(subjects.KV_INVITES)
+HUBS = BucketSpec(subjects.KV_HUBS)
 _LEASE = BucketSpec(subjects.KV_LEASE)
 
 BUCKETS = (
@@ -116,6 +119,7 @@ BUCKETS = (
     PRINCIPALS,
     GRANTS,
     INVITES,
+    HUBS,
 )
 
 
@@ -141,3 +145,11 @@ AUDIT = StreamSpec(subjects.STREAM_AUDIT, (subjects.AUDIT,))
 """The audit log: kept whole (no limits), written by the authority alone."""
 
 STREAMS = (LOGS, CALLS, AUDIT)
+
+
+def stream_names() -> list[str]:
+    """The JetStream stream behind every bucket and stream of the mesh."""
+    out = [
+        subjects.obj_stream(b.name) if b.objects else subjects.kv_stream(b.name) for b in BUCKETS
+    ]
+    return out + [s.name for s in STREAMS]

@@ -42,6 +42,9 @@ import base64
 import re
 
 PREFIX = "motes"
+MESH_DOMAIN = "motes"
+"""The JetStream domain of a mesh's lattice (the hubs'): leaves reach JetStream across
+their link by naming it, so every client of a mesh names it too (one set of subjects)."""
 
 # JetStream names. KV buckets hold state that must survive; the object store holds bundles.
 KV_NODES = "motes_nodes"
@@ -67,6 +70,8 @@ KV_PRINCIPALS = "motes_principals"
 """Admitted principals (nodes, people), each record signed by the mesh."""
 KV_GRANTS = "motes_grants"
 """Grants, each signed by its issuer; key = grant id."""
+KV_HUBS = "motes_hubs"
+"""The mesh's hubs (``Hub``, key = node id), written by the authority."""
 KV_INVITES = "motes_invites"
 """Invites the authority made, and how often each was used (the authority's only)."""
 STREAM_AUDIT = "MOTES_AUDIT"
@@ -87,7 +92,9 @@ DURABLE_ALL = f"{PREFIX}.durable.>"
 STORE_LOCATE = f"{PREFIX}.store.locate"
 STORE_REPAIR = f"{PREFIX}.store.repair"
 STORE_REPAIR_QUEUE = "q.store.repair"
-AUTH_ALL = f"{PREFIX}.auth.>"
+AUTH_ALL = f"{PREFIX}.auth.*.*"
+"""Every request to the authority (``*.*``, not ``>``: a hub tells a leaf of a
+subscription only if the leaf's link may use a subject it matches, token by token)."""
 EVENTS_ALL = f"{PREFIX}.ev.>"
 EVENTS_SCHED = f"{PREFIX}.ev.sched"
 INSTANCE_LOAD_ALL = f"{PREFIX}.node.*.load"
@@ -120,9 +127,12 @@ def kv_stream(bucket: str) -> str:
     return f"KV_{bucket}"
 
 
-def kv_subject(bucket: str, key: str = ">") -> str:
-    """The subject a KV write to ``key`` (or a filter) of ``bucket`` is published on."""
-    return f"$KV.{bucket}.{key}"
+def kv_subject(bucket: str, key: str = ">", *, via_domain: str = "") -> str:
+    """The subject a KV write to ``key`` (or a filter) of ``bucket`` is published on;
+    ``via_domain``: written from a leaf, through the hubs' mapping of their JetStream
+    domain (``$JS.{domain}.API.$KV...``)."""
+    plain = f"$KV.{bucket}.{key}"
+    return f"$JS.{via_domain}.API.{plain}" if via_domain else plain
 
 
 def obj_stream(bucket: str) -> str:

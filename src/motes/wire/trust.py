@@ -20,6 +20,9 @@ __all__ = [
     "CredRequest",
     "Grant",
     "GrantRequest",
+    "Hub",
+    "HubReply",
+    "HubRequest",
     "InstanceCreds",
     "Invite",
     "InviteRequest",
@@ -31,13 +34,15 @@ __all__ = [
     "Renewed",
     "RevokeRequest",
     "Role",
+    "ServerSetup",
     "Token",
 ]
 
 Action = Literal["deploy", "call", "read", "write", "hold", "run", "admin", "schedule"]
 ACTIONS: tuple[str, ...] = ("deploy", "call", "read", "write", "hold", "run", "admin", "schedule")
-Role = Literal["store", "scheduler", "worker", "instance"]
-"""What a node asks credentials for, for its own processes."""
+Role = Literal["store", "scheduler", "worker", "instance", "link"]
+"""What a node asks credentials for, for its own processes (``link``: its leaf
+server's link to the hubs)."""
 Kind = Literal["person", "node"]
 
 
@@ -51,6 +56,52 @@ class MeshInfo(msgspec.Struct, frozen=True, kw_only=True, tag="mesh1"):
     account: str
     """The NATS account (``A...``) every member's credential belongs to."""
     servers: list[str] = []
+    """Where clients connect (the hubs' client URLs)."""
+    ca: bytes = b""
+    """The mesh's CA certificate (PEM), self-signed by ``key``: what servers off
+    loopback show certificates from. Empty: the mesh listens on loopback only."""
+
+
+class Hub(msgspec.Struct, frozen=True, kw_only=True, tag="hub1"):
+    """An always-on machine whose nats-server is one of the mesh's hubs."""
+
+    id: str
+    """Its node's id."""
+    name: str
+    client: str
+    """``tls://host:port`` for clients."""
+    leaf: str
+    """``tls://host:port`` for leaf nodes."""
+    route: str
+    """``tls://host:port`` for the other hubs (mutual TLS)."""
+
+
+class ServerSetup(msgspec.Struct, frozen=True, kw_only=True, tag="setup1"):
+    """What a machine's own nats-server needs to join the mesh: the operator and
+    account JWTs (public: JWTs carry no secret), the JetStream domain and the hubs."""
+
+    operator: str
+    system_account: str
+    accounts: dict[str, str]
+    domain: str
+    hubs: list[Hub] = []
+
+
+class HubRequest(msgspec.Struct, frozen=True, kw_only=True, tag="hubreq1"):
+    """A node admitted as a hub asks for its server certificate (for ``key``, which it
+    made and keeps, valid for ``names``) and says where it listens."""
+
+    key: bytes
+    names: list[str]
+    client: str
+    leaf: str
+    route: str
+
+
+class HubReply(msgspec.Struct, frozen=True, kw_only=True, tag="hubreply1"):
+    cert: bytes
+    """Its certificate (PEM), signed by the mesh key."""
+    setup: ServerSetup
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True, tag="prin1"):
@@ -62,6 +113,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True, tag="prin1"):
     key: bytes
     owner: str = ""
     """For a node: the person who owns it (whose consent runs others' code there)."""
+    hub: bool = False
+    """For a node: admitted to be one of the mesh's hubs (it may ask for a server
+    certificate and hold the mesh's replicated state)."""
     admitted_at: float = 0.0
     invite: str = ""
     revoked_at: float = 0.0
@@ -100,6 +154,8 @@ class Invite(msgspec.Struct, frozen=True, kw_only=True, tag="invite1"):
     grants: list[Grant] = []
     jwt: str = ""
     seed: bytes = b""
+    hub: bool = False
+    """A machine invited to be a hub."""
 
 
 class InviteRequest(msgspec.Struct, frozen=True, kw_only=True, tag="invreq1"):
@@ -109,6 +165,7 @@ class InviteRequest(msgspec.Struct, frozen=True, kw_only=True, tag="invreq1"):
     uses: int = 1
     grants: list[Grant] = []
     servers: list[str] = []
+    hub: bool = False
 
 
 class JoinRequest(msgspec.Struct, frozen=True, kw_only=True, tag="join1"):
@@ -131,6 +188,8 @@ class Joined(msgspec.Struct, frozen=True, kw_only=True, tag="joined1"):
     identity: str
     expires: float
     mesh: MeshInfo
+    setup: ServerSetup | None = None
+    """For a node: what its own nats-server needs (it runs one off the owner's box)."""
 
 
 class Renewed(msgspec.Struct, frozen=True, kw_only=True, tag="renewed1"):
@@ -167,6 +226,7 @@ class InviteState(msgspec.Struct, frozen=True, kw_only=True, tag="invstate1"):
     used: int = 0
     grants: list[Grant] = []
     issuer: str = ""
+    hub: bool = False
 
 
 class CredRequest(msgspec.Struct, frozen=True, kw_only=True, tag="credreq1"):
