@@ -150,6 +150,12 @@ class NodeConfig:
     id: str = ""
     """The node's id (a fingerprint of its key), for processes that do not hold the key."""
     labels: dict[str, str] = field(default_factory=dict)
+    meter: str = "on"
+    """``on``: every call's CPU time is metered; ``off``: not (the bench's comparison)."""
+    power_idle_w: float = 0.0
+    """Watts per core at idle, for the power model; 0: from the table of known CPUs."""
+    power_max_w: float = 0.0
+    """Watts per core at full load; 0: from the table of known CPUs."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -393,6 +393,7 @@ class NodeAgent:
             restarts=inst.restarts,
             detail=inst.detail,
             latency=live.latency if live else {},
+            meter=live.meter if live else None,
         )
 
     async def _on_load(self, msg: Message) -> None:

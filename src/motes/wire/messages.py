@@ -34,6 +34,7 @@ __all__ = [
     "Load",
     "LogBatch",
     "LogLine",
+    "MeterTotals",
     "MoteQuery",
     "MoteSpec",
     "NodeAssignment",
@@ -301,6 +302,24 @@ class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag="nstat1"):
     leader: bool = False
 
 
+class MeterTotals(msgspec.Struct, frozen=True, kw_only=True, tag="meter1"):
+    """What an instance's calls have used since it started (``motes.meter``)."""
+
+    wall_s: float = 0.0
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+    peak_rss: int = 0
+    """The instance's peak memory, bytes."""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    fuel: int = 0
+    joules: float = 0.0
+    method: str = ""
+    """How ``joules`` was estimated: ``rapl`` or ``model:{source}:{name}``."""
+    band: float = 0.0
+    """Relative error of ``joules`` (0.5: +/- 50 %)."""
+
+
 class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
     iid: str
     app: str
@@ -319,6 +338,8 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
     """Calls served since the instance started, by latency bucket (``LATENCY_BUCKETS``
     per doubling, from 1 us: bucket ``i`` holds calls that took under ``2**((i+1)/4)``
     us); empty buckets are left out."""
+    meter: MeterTotals | None = None
+    """None: the node's meter is off."""
 
 
 LATENCY_BUCKETS = 4

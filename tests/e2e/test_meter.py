@@ -1,0 +1,39 @@
+"""The call meter on a real mesh: CPU time, bytes and joules of a mote's calls."""
+
+from __future__ import annotations
+
+from motes.client import Mesh
+from motes.testing import eventually
+from motes.wire.codec import encode
+from motes.wire.messages import Call, InstanceStatus, MeterTotals, Ok
+
+from ..conftest import APPS
+
+
+async def _totals(client: Mesh, calls: int) -> MeterTotals:
+    async def probe() -> MeterTotals | None:
+        insts: list[InstanceStatus] = [i for i in await client.ops.ps() if i.mote == "burn"]
+        done = [i.meter for i in insts if i.meter is not None and i.served >= calls]
+        return done[0] if done else None
+
+    return await eventually(probe, what="the meter's totals of burn.burn")
+
+
+async def test_cpu_bytes_and_joules_of_a_call_are_recorded(client: Mesh) -> None:
+    await client.deploy(APPS / "burn.py")
+    payload = b"p" * 5000
+    inside, back = await client.call("burn.burn", 0.3, payload)
+    assert back == payload
+    totals = await _totals(client, 1)
+    cpu = totals.cpu_user_s + totals.cpu_sys_s
+    assert abs(cpu - inside) <= 0.1 * inside, (cpu, inside)
+    # Bytes in: the request as the client encoded it; out: the reply as the worker did.
+    sent = encode(Call([0.3, payload], {}, client.timing.call_timeout_s * 1000))
+    assert abs(totals.bytes_in - len(sent)) <= 16, (totals.bytes_in, len(sent))
+    reply = encode(Ok([inside, payload]))
+    assert abs(totals.bytes_out - len(reply)) <= 16, (totals.bytes_out, len(reply))
+    assert totals.wall_s >= cpu * 0.9
+    assert totals.peak_rss > 10 * 1024 * 1024
+    # No RAPL on this kind of machine: the power model, named, with its error band.
+    assert totals.method.startswith(("model:", "rapl"))
+    assert totals.joules > 0 and 0 < totals.band < 1
