@@ -157,6 +157,12 @@ class NodeConfig:
     power_max_w: float = 0.0
     """Watts per core at full load; 0: from the table of known CPUs."""
 
+    def __post_init__(self) -> None:
+        if self.meter not in ("on", "off"):
+            raise RequestError(f"[node] meter={self.meter!r}: use 'on' or 'off'")
+        if self.power_idle_w < 0 or self.power_max_w < 0:
+            raise RequestError("[node] power_idle_w and power_max_w are watts per core, >= 0")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreConfig:

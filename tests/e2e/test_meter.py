@@ -37,3 +37,35 @@ async def test_cpu_bytes_and_joules_of_a_call_are_recorded(client: Mesh) -> None
     # No RAPL on this kind of machine: the power model, named, with its error band.
     assert totals.method.startswith(("model:", "rapl"))
     assert totals.joules > 0 and 0 < totals.band < 1
+
+
+async def test_top_and_usage_show_the_calls_cpu_and_joules(client: Mesh) -> None:
+    import argparse
+    import asyncio
+
+    from motes.cli import usage_cmds
+    from motes.cli.render import text
+
+    await client.deploy(APPS / "burn.py")
+    await client.call("burn.burn", 0.01, b"")  # an instance is up and metered
+
+    async def load() -> None:
+        for _ in range(8):
+            await client.call("burn.burn", 0.1, b"x" * 100)
+
+    calls = asyncio.create_task(load())
+    view = await usage_cmds.top(client, argparse.Namespace(interval=0.6))
+    await calls
+    (rate,) = [r for r in view.data if r.mote == "burn.burn"]
+    assert rate.calls_per_s > 0 and rate.cpu_pct > 20 and rate.watts > 0
+    assert rate.method.startswith(("model:", "rapl")) and rate.p50_ms is not None
+    out = text(view)
+    assert "burn.burn" in out and "WATTS" in out and rate.method in out
+
+    totals = await _totals(client, 9)
+    view = await usage_cmds.usage(client, argparse.Namespace(by="app"))
+    (row,) = view.data
+    assert row["app"] == "burn" and row["calls"] == 9
+    assert row["cpu_user_s"] + row["cpu_sys_s"] >= 0.8
+    assert row["joules"] == totals.joules and row["methods"] == [totals.method]
+    assert "JOULES" in text(view)

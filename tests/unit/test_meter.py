@@ -124,3 +124,25 @@ def test_rapl_sums_package_domains_only_and_survives_a_wrap(tmp_path: Path) -> N
     (root / "intel-rapl:0/energy_uj").write_text("500000\n")  # wrapped
     assert rapl.take_joules() == pytest.approx((262143328850 + 1 - 3500000 + 500000) / 1e6)
     assert Rapl.detect(tmp_path / "absent") is None
+
+
+def _inst(iid: str, served: int, cpu: float, joules: float, hist: dict[int, int]) -> object:
+    from motes.wire.messages import InstanceStatus, MeterTotals
+
+    meter = MeterTotals(cpu_user_s=cpu, joules=joules, method="model:table:x", band=0.5)
+    return InstanceStatus(
+        iid=iid, app="a", mote="m", digest="", node="n", state="ready",
+        served=served, latency=hist, meter=meter,
+    )  # fmt: skip
+
+
+def test_top_rates_are_differences_over_the_interval_and_new_instances_wait() -> None:
+    from motes.cli.usage_cmds import rates, totals
+
+    before = [_inst("i1", 10, 1.0, 3.5, {40: 10})]
+    after = [_inst("i1", 30, 1.5, 5.25, {40: 10, 44: 20}), _inst("i2", 5, 9.0, 9.0, {})]
+    (r,) = rates(before, after, 2.0)  # type: ignore[arg-type]
+    assert (r.mote, r.calls_per_s, r.cpu_pct, r.watts) == ("a.m", 10.0, 25.0, 0.875)
+    assert r.p50_ms == pytest.approx(2 ** (45 / 4) / 1000)  # the interval's calls only
+    (t,) = totals(after, "app")  # type: ignore[arg-type]
+    assert t["calls"] == 35 and t["joules"] == 14.25 and t["methods"] == ["model:table:x"]
