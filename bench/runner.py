@@ -88,6 +88,7 @@ METRICS = (
     "store",
     "locality",
     "auth_cost",
+    "meter_cost",
 )
 CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput")
 """The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""
@@ -132,6 +133,7 @@ GOALS: dict[tuple[str, str | None], Goal] = {
     ("startup_s", None): Goal("<=", 1, absolute=True),
     ("node_idle_rss_MB", None): Goal("<=", 40, absolute=True),
     ("auth_call_rtt_us", "auth off"): Goal("<=", 1.05),
+    ("meter_call_rtt_us", "meter off"): Goal("<=", 1.03),
     ("auth_call_throughput", "auth off"): Goal(">=", 0.95),
     ("store_put_MiBps", TAHOE): Goal(">=", 20),
     ("store_put_MiBps", ZFEC): Goal(">=", 0.6),
@@ -205,7 +207,14 @@ QUICK = Sizes(
     },
     skip=(f"map_throughput:{RAY_TASKS}", f"map_throughput:{DASK}"),
     # startup, netdecides, locality: full runs only; store at a quarter of the size
-    metrics=("call_rtt", "call_throughput", "map_throughput", "store", "auth_cost"),
+    metrics=(
+        "call_rtt",
+        "call_throughput",
+        "map_throughput",
+        "store",
+        "auth_cost",
+        "meter_cost",
+    ),
     store_mib=64,
     store_reps=2,
 )

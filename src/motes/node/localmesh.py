@@ -64,10 +64,12 @@ class LocalMesh:
         timing: Timing | None = None,
         write_mesh_file: bool = True,
         auth: bool = True,
+        meter: str = "on",
     ) -> None:
         """``auth``: the embedded lattice authenticates every connection (NATS operator
         mode; the mesh's keys under ``<home>/trust``). Off only to measure what it costs,
-        and when ``url`` names a lattice started elsewhere."""
+        and when ``url`` names a lattice started elsewhere. ``meter``: the nodes' call
+        meter (``[node] meter``; ``off`` only to measure what it costs)."""
         if nodes < 1:
             raise ValueError("a mesh needs at least one node")
         self.home = home
@@ -76,6 +78,7 @@ class LocalMesh:
         self.server: NatsServer | None = None
         self.trust: LocalTrust | None = None
         self.auth = auth and url is None
+        self.meter = meter
         self._owner: LatticeConfig | None = None
         self._node_lattice: dict[str, LatticeConfig] = {}
         self._url = url
@@ -158,7 +161,9 @@ class LocalMesh:
             home=str(self.home),
             lattice=lattice,
             timing=self.timing,
-            node=NodeConfig(name=node.name, home=str(node.home), labels=dict(node.labels)),
+            node=NodeConfig(
+                name=node.name, home=str(node.home), labels=dict(node.labels), meter=self.meter
+            ),
         )
 
     async def start_node(self, node: NodeProc) -> None:
