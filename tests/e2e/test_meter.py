@@ -69,3 +69,40 @@ async def test_top_and_usage_show_the_calls_cpu_and_joules(client: Mesh) -> None
     assert row["cpu_user_s"] + row["cpu_sys_s"] >= 0.8
     assert row["joules"] == totals.joules and row["methods"] == [totals.method]
     assert "JOULES" in text(view)
+
+
+async def test_each_node_serves_the_meter_as_openmetrics_text(client: Mesh) -> None:
+    import asyncio
+    import urllib.request
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    await client.deploy(APPS / "burn.py")
+    inside, _ = await client.call("burn.burn", 0.2, b"q" * 1000)
+    urls = [n.record.metrics for n in await client.ops.nodes()]
+    assert len(urls) == 3 and all(u.startswith("http://127.0.0.1:") for u in urls)
+
+    def scrape() -> dict[str, list[tuple[dict[str, str], float]]]:
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+                text = resp.read().decode()
+            for family in text_string_to_metric_families(text):  # raises if malformed
+                for sample in family.samples:
+                    if sample.labels.get("mote") == "burn":
+                        out.setdefault(sample.name, []).append((sample.labels, sample.value))
+        return out
+
+    async def probe() -> dict[str, list[tuple[dict[str, str], float]]] | None:
+        found = await asyncio.to_thread(scrape)
+        calls = sum(v for _, v in found.get("motes_calls_total", []))
+        return found if calls >= 1 else None
+
+    found = await eventually(probe, what="burn.burn's calls in the metrics")
+    cpu = sum(v for _, v in found["motes_call_cpu_seconds_total"])
+    assert abs(cpu - inside) <= 0.1 * inside
+    (labels, joules), *_ = found["motes_call_energy_joules_total"]
+    assert joules > 0 and labels["method"].startswith(("model:", "rapl"))
+    assert sum(v for _, v in found["motes_call_in_bytes_total"]) > 1000
+    assert all(v > 0 for _, v in found["motes_instance_peak_memory_bytes"])

@@ -58,6 +58,7 @@ from ..wire.messages import (
     Power,
 )
 from .inventory import detect_inventory, read_power
+from .meter import MetricsServer, openmetrics
 from .workers import Child, Launcher, ProcessLauncher, WorkerProc, new_worker_id
 
 __all__ = ["NodeAgent"]
@@ -149,6 +150,7 @@ class NodeAgent:
             await self.bus.subscribe(subjects.CTL_PS),
             await self.bus.subscribe(subjects.instance_load(self.id)),
         ]
+        metrics = await self._start_metrics()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -184,6 +186,8 @@ class NodeAgent:
             pass
         finally:
             await self._stop_store()
+            if metrics is not None:
+                await metrics.close()
             for sub in subs:
                 try:
                     await sub.unsubscribe()
@@ -191,6 +195,15 @@ class NodeAgent:
                     pass
             if scheduler_bus is not None and scheduler_bus is not self.bus:
                 await scheduler_bus.close()
+
+    async def _start_metrics(self) -> MetricsServer | None:
+        """Serve the meter as OpenMetrics text on loopback; its address goes in our record."""
+        if self.config.node.meter == "off":
+            return None
+        server = MetricsServer(lambda: openmetrics(self.loads.values(), self.id))
+        url = await server.start()
+        self.record = msgspec.structs.replace(self.record, metrics=url)
+        return server
 
     async def _watch_connection(self) -> None:
         """A connection nats-py closed for good (the server shut us out: a revoked or

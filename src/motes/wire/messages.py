@@ -269,6 +269,8 @@ class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, tag="node1"):
     labels: dict[str, str] = {}
     started_at: float = 0.0
     version: str = ""
+    metrics: str = ""
+    """Where the node agent serves its meter as OpenMetrics text (loopback HTTP)."""
 
 
 class Load(msgspec.Struct, frozen=True, kw_only=True, tag="load1"):
