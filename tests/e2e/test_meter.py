@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from motes.client import Mesh
 from motes.testing import eventually
 from motes.wire.codec import encode
@@ -63,7 +65,7 @@ async def test_top_and_usage_show_the_calls_cpu_and_joules(client: Mesh) -> None
     assert "burn.burn" in out and "WATTS" in out and rate.method in out
 
     totals = await _totals(client, 9)
-    view = await usage_cmds.usage(client, argparse.Namespace(by="app"))
+    view = await usage_cmds.usage(client, argparse.Namespace(by="app", since=None))
     (row,) = view.data
     assert row["app"] == "burn" and row["calls"] == 9
     assert row["cpu_user_s"] + row["cpu_sys_s"] >= 0.8
@@ -106,3 +108,32 @@ async def test_each_node_serves_the_meter_as_openmetrics_text(client: Mesh) -> N
     assert joules > 0 and labels["method"].startswith(("model:", "rapl"))
     assert sum(v for _, v in found["motes_call_in_bytes_total"]) > 1000
     assert all(v > 0 for _, v in found["motes_instance_peak_memory_bytes"])
+
+
+async def test_usage_reports_go_into_the_history_stream_at_most_once_a_second(
+    client: Mesh,
+) -> None:
+    import argparse
+    import time
+
+    from motes.cli import usage_cmds
+
+    await client.deploy(APPS / "burn.py")
+    t0 = time.time()
+    for _ in range(3):
+        await client.call("burn.burn", 0.05, b"h" * 200)
+
+    async def probe() -> list[dict[str, object]] | None:
+        view = await usage_cmds.usage(client, argparse.Namespace(by="mote", since=60.0))
+        rows = [r for r in view.data if r["mote"] == "burn.burn"]
+        return rows if rows and rows[0]["calls"] == 3 else None
+
+    (row,) = await eventually(probe, what="burn.burn's usage in the history")
+    assert row["cpu_user_s"] + row["cpu_sys_s"] >= 0.14  # type: ignore[operator]
+    assert row["bytes_in"] > 600 and row["joules"] > 0  # type: ignore[operator]
+    reports = [r for r in await client.ops.usage(t0 - 5) if any(x.mote == "burn" for x in r.rows)]
+    by_node: dict[str, list[float]] = {}
+    for r in reports:
+        by_node.setdefault(r.node, []).append(r.end)
+    for ends in by_node.values():
+        assert all(b - a >= 0.9 for a, b in itertools.pairwise(ends))

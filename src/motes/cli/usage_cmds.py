@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..client import Mesh
-from ..wire.messages import LATENCY_BUCKETS, InstanceStatus
+from ..wire.messages import LATENCY_BUCKETS, InstanceStatus, UsageReport
 from .registry import arg, command
 from .render import Table, View
 
-__all__ = ["MoteRate", "rates", "totals"]
+__all__ = ["MoteRate", "history_statuses", "rates", "totals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,25 @@ def totals(instances: Iterable[InstanceStatus], by: str) -> list[dict[str, objec
     return [groups[k] for k in sorted(groups)]
 
 
+def history_statuses(reports: Iterable[UsageReport]) -> list[InstanceStatus]:
+    """The history's rows as instance readings, so ``totals`` sums them the same way."""
+    return [
+        InstanceStatus(
+            iid=f"{r.node}/{row.iid}/{r.start}",
+            app=row.app,
+            mote=row.mote,
+            digest="",
+            node=r.node,
+            state="",
+            served=row.calls,
+            failed=row.failed,
+            meter=row.meter,
+        )
+        for r in reports
+        for row in r.rows
+    ]
+
+
 @command(
     "top",
     "per-mote calls/s, p50 latency, CPU and watts over an interval",
@@ -146,12 +166,23 @@ async def top(mesh: Mesh, ns: argparse.Namespace) -> View:
 
 @command(
     "usage",
-    "what live instances used since they started: calls, CPU, bytes, joules",
+    "calls, CPU, bytes and joules: of live instances, or (--since) from the history",
     arg("--by", choices=BY, default="mote"),
+    arg(
+        "--since",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="from the usage history (stream MOTES_USAGE) over the last SECONDS instead",
+    ),
     json=True,
 )
 async def usage(mesh: Mesh, ns: argparse.Namespace) -> View:
-    found = totals(await mesh.ops.ps(), ns.by)
+    if ns.since is not None:
+        reports = await mesh.ops.usage(time.time() - ns.since)
+        found = totals(history_statuses(reports), ns.by)
+    else:
+        found = totals(await mesh.ops.ps(), ns.by)
     rows = [
         [
             str(g[ns.by]),

@@ -58,7 +58,7 @@ from ..wire.messages import (
     Power,
 )
 from .inventory import detect_inventory, read_power
-from .meter import MetricsServer, openmetrics
+from .meter import MetricsServer, UsageLedger, openmetrics, publish_usage
 from .workers import Child, Launcher, ProcessLauncher, WorkerProc, new_worker_id
 
 __all__ = ["NodeAgent"]
@@ -165,6 +165,9 @@ class NodeAgent:
                 tg.create_task(self._follow_assignment())
                 tg.create_task(self._prefetch_bundles())
                 tg.create_task(self._converge())
+                if metrics is not None:  # the meter is on
+                    ledger = UsageLedger(self.id)
+                    tg.create_task(publish_usage(self.bus, ledger, self.loads.values))
                 if self.scheduler is not None:
                     tg.create_task(self.scheduler.run())
                 if self.creds is not None:

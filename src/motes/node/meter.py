@@ -1,4 +1,8 @@
-"""The node's meter numbers as OpenMetrics text, served over HTTP on loopback.
+"""The node's meter: usage reports into the history stream, and OpenMetrics text.
+
+``UsageLedger`` turns the workers' running totals into what each instance used since
+the last report; ``publish_usage`` sends one ``UsageReport`` a second at most into
+``MOTES_USAGE`` from its own task, so no call waits on it.
 
 ``openmetrics(statuses)`` renders what the node's workers last reported
 (``InstanceStatus.meter``, the agent's ``loads``) as counters per instance (calls,
@@ -14,11 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 
-from ..wire.messages import InstanceStatus
+from ..errors import MotesError
+from ..wire import resources, subjects
+from ..wire.bus import Bus
+from ..wire.codec import encode
+from ..wire.messages import InstanceStatus, MeterTotals, UsageReport, UsageRow
 
-__all__ = ["CONTENT_TYPE", "MetricsServer", "openmetrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "MetricsServer",
+    "UsageLedger",
+    "openmetrics",
+    "publish_usage",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +103,69 @@ def openmetrics(statuses: Iterable[InstanceStatus], node: str) -> str:
         lines.append(f'{family}{{{labels},instance="{_label(s.iid)}"}} {s.meter.peak_rss}')
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
+
+
+class UsageLedger:
+    """What each instance used since the last ``take`` (pure: readings in, report out)."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._last: dict[str, InstanceStatus] = {}
+
+    def take(self, statuses: Iterable[InstanceStatus], start: float, end: float) -> UsageReport:
+        rows = []
+        seen: dict[str, InstanceStatus] = {}
+        for s in statuses:
+            m = s.meter
+            if m is None:
+                continue
+            seen[s.iid] = s
+            prev = self._last.get(s.iid)
+            p = prev.meter if prev is not None and prev.meter is not None else MeterTotals()
+            calls = s.served - (prev.served if prev is not None else 0)
+            if calls <= 0 and m.wall_s == p.wall_s:
+                continue
+            delta = MeterTotals(
+                wall_s=m.wall_s - p.wall_s,
+                cpu_user_s=m.cpu_user_s - p.cpu_user_s,
+                cpu_sys_s=m.cpu_sys_s - p.cpu_sys_s,
+                peak_rss=m.peak_rss,
+                bytes_in=m.bytes_in - p.bytes_in,
+                bytes_out=m.bytes_out - p.bytes_out,
+                fuel=m.fuel - p.fuel,
+                joules=m.joules - p.joules,
+                method=m.method,
+                band=m.band,
+            )
+            failed = s.failed - (prev.failed if prev is not None else 0)
+            rows.append(
+                UsageRow(app=s.app, mote=s.mote, iid=s.iid, calls=calls, failed=failed, meter=delta)
+            )
+        self._last = seen
+        return UsageReport(node=self.node, start=start, end=end, rows=rows)
+
+
+async def publish_usage(
+    bus: Bus,
+    ledger: UsageLedger,
+    statuses: Callable[[], Iterable[InstanceStatus]],
+    interval: float = 1.0,
+) -> None:
+    """Forever: every ``interval`` seconds, the usage since the last report, if any."""
+    start = time.time()
+    subject = subjects.usage(ledger.node)
+    while True:
+        await asyncio.sleep(interval)
+        end = time.time()
+        report = ledger.take(list(statuses()), start, end)
+        start = end
+        if not report.rows or not bus.connected:
+            continue
+        try:
+            await bus.ensure_stream(resources.USAGE)
+            await bus.publish_durable(subject, encode(report))
+        except MotesError as exc:  # history misses this interval; the totals do not
+            log.debug("usage report: %s", exc)
 
 
 class MetricsServer:

@@ -158,6 +158,7 @@ def permissions(role: str, scope: Scope) -> Permissions:
             # The mesh's map: its nodes, what runs where, the apps deployed (`motes
             # nodes`, `ps`, `apps`): metadata, no payloads and no secrets.
             pub += [s.CTL_NODES, s.CTL_PS, *_read_bucket(s.KV_NODES), *_read_bucket(s.KV_APPS)]
+            pub += _read_stream(s.STREAM_USAGE)  # `motes usage --since`: metadata too
             sub += [s.EVENTS_ALL]
     elif role == "node":
         pub += [
@@ -166,6 +167,8 @@ def permissions(role: str, scope: Scope) -> Permissions:
             s.worker(node, "*"),
             s.log("*", "*", node),
             s.js_api("STREAM.INFO", s.STREAM_LOGS),
+            s.usage(node),
+            s.js_api("STREAM.INFO", s.STREAM_USAGE),
             *_write_keys(s.KV_NODES, [node]),
             *_read_bucket(s.KV_NODES),
             *_read_bucket(s.KV_PLACE),

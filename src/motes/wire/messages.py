@@ -46,6 +46,8 @@ __all__ = [
     "Reply",
     "Request",
     "SchedEvent",
+    "UsageReport",
+    "UsageRow",
     "Verdict",
     "WhyReply",
     "WorkerAssign",
@@ -320,6 +322,26 @@ class MeterTotals(msgspec.Struct, frozen=True, kw_only=True, tag="meter1"):
     """How ``joules`` was estimated: ``rapl`` or ``model:{source}:{name}``."""
     band: float = 0.0
     """Relative error of ``joules`` (0.5: +/- 50 %)."""
+
+
+class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
+    """What one instance's calls used during a report's interval."""
+
+    app: str
+    mote: str
+    iid: str
+    calls: int = 0
+    failed: int = 0
+    meter: MeterTotals
+
+
+class UsageReport(msgspec.Struct, frozen=True, kw_only=True, tag="usage1"):
+    """One node's usage over ``[start, end)`` (unix seconds), stream ``MOTES_USAGE``."""
+
+    node: str
+    start: float
+    end: float
+    rows: list[UsageRow] = []
 
 
 class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
