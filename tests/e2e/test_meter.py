@@ -71,6 +71,10 @@ async def test_top_and_usage_show_the_calls_cpu_and_joules(client: Mesh) -> None
     assert row["cpu_user_s"] + row["cpu_sys_s"] >= 0.8
     assert row["joules"] == totals.joules and row["methods"] == [totals.method]
     assert "JOULES" in text(view)
+    view = await usage_cmds.usage(client, argparse.Namespace(by="person", since=None))
+    (row,) = view.data
+    owner = (await client.apps.deployers())["burn"]
+    assert row["person"] == owner and owner.startswith("p") and row["calls"] == 9
 
 
 async def test_each_node_serves_the_meter_as_openmetrics_text(client: Mesh) -> None:

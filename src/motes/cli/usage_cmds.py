@@ -84,17 +84,26 @@ def rates(
     ]
 
 
-BY = ("mote", "app", "node")
+BY = ("mote", "app", "person", "node")
 
 
-def totals(instances: Iterable[InstanceStatus], by: str) -> list[dict[str, object]]:
-    """Totals since each instance started, grouped ``by`` mote, app or node."""
+def totals(
+    instances: Iterable[InstanceStatus], by: str, deployers: dict[str, str] | None = None
+) -> list[dict[str, object]]:
+    """Totals since each instance started, grouped ``by`` mote, app, node or person (the
+    id of who deployed the app's current version, from ``deployers``)."""
+    people = deployers or {}
     groups: dict[str, dict[str, object]] = {}
     for i in instances:
         m = i.meter
         if m is None:
             continue
-        key = {"mote": f"{i.app}.{i.mote}", "app": i.app, "node": i.node}[by]
+        key = {
+            "mote": f"{i.app}.{i.mote}",
+            "app": i.app,
+            "node": i.node,
+            "person": people.get(i.app, "?"),
+        }[by]
         g = groups.setdefault(
             key,
             {by: key, "calls": 0, "failed": 0, "wall_s": 0.0, "cpu_user_s": 0.0,
@@ -178,11 +187,12 @@ async def top(mesh: Mesh, ns: argparse.Namespace) -> View:
     json=True,
 )
 async def usage(mesh: Mesh, ns: argparse.Namespace) -> View:
+    people = await mesh.apps.deployers() if ns.by == "person" else None
     if ns.since is not None:
         reports = await mesh.ops.usage(time.time() - ns.since)
-        found = totals(history_statuses(reports), ns.by)
+        found = totals(history_statuses(reports), ns.by, people)
     else:
-        found = totals(await mesh.ops.ps(), ns.by)
+        found = totals(await mesh.ops.ps(), ns.by, people)
     rows = [
         [
             str(g[ns.by]),
