@@ -88,6 +88,7 @@ METRICS = (
     "store",
     "locality",
     "auth_cost",
+    "sandbox_exec",
 )
 CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput")
 """The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""
