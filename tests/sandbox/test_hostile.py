@@ -226,3 +226,31 @@ def test_unknown_backend_is_refused_not_run_unconfined(backend: str) -> None:
         from motes.sandbox.confine import backend as choose
 
         choose("none")  # type: ignore[arg-type]
+
+
+async def test_a_bomb_leaves_a_neighbour_run_alone(backend: str) -> None:
+    import asyncio
+
+    bomb = _run(backend, "import os\nwhile True: os.fork()", procs=16, timeout_s=3.0)
+    neighbour = _run(backend, "import time; time.sleep(0.3); print(6 * 7)")
+    hit, done = await asyncio.gather(bomb, neighbour, return_exceptions=True)
+    assert isinstance(hit, SandboxLimit), hit
+    assert done.stdout == b"42\n", done  # type: ignore[union-attr]
+
+
+def test_without_bubblewrap_it_falls_back_or_refuses(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from motes.sandbox import confine
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    confine._bwrap_probe.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailable, match="bubblewrap is not installed"):
+            confine.backend("bwrap")
+        if _landlock.abi() >= 4:
+            assert confine.backend("auto") == "landlock"
+    finally:
+        monkeypatch.undo()
+        confine._bwrap_probe.cache_clear()
+    del backend

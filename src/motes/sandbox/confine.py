@@ -244,6 +244,8 @@ class _Run:
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # its session: bwrap, or the program
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
         if self.group is not None:
             self.group.kill_all()
 
