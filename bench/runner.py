@@ -89,6 +89,7 @@ METRICS = (
     "locality",
     "auth_cost",
     "meter_cost",
+    "sandbox_exec",
 )
 CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput")
 """The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""

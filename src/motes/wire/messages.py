@@ -23,6 +23,7 @@ __all__ = [
     "Batch",
     "BatchReply",
     "Call",
+    "Confinement",
     "DurableCall",
     "Err",
     "FlowDef",
@@ -160,6 +161,28 @@ Reply = Ok | Err | BatchReply
 # --- apps and placement ----------------------------------------------------------------
 
 MoteKind = Literal["function", "actor"]
+
+
+class Confinement(msgspec.Struct, frozen=True, kw_only=True, tag="conf1"):
+    """What a confined program may see and use (``motes.sandbox.confine``).
+
+    ``files`` and ``writable`` map a path inside the sandbox to a path on the node
+    (read-only and read-write); nothing else of the node's files is visible beyond the
+    read-only system trees. Sizes are MiB; ``output_bytes`` bounds stdout plus stderr.
+    """
+
+    files: dict[str, str] = {}
+    writable: dict[str, str] = {}
+    net: bool = False
+    timeout_s: float = 30.0
+    memory_mb: int = 256
+    procs: int = 64
+    output_bytes: int = 16 * 1024 * 1024
+    tmp_mb: int = 64
+    file_mb: int = 1024
+    """The largest file it may write (``RLIMIT_FSIZE``)."""
+    env: dict[str, str] = {}
+    cwd: str = "/tmp"
 
 
 class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):
