@@ -58,8 +58,12 @@ from typing import Any, TypeVar
 import motes
 from motes.client import Mesh
 from motes.config import LatticeConfig, Timing
+from motes.identity import KeyKind, SigningKey
+from motes.identity.jwt import Permissions
 from motes.lattice.server import find_binary
+from motes.node.localmesh import LocalMesh
 from motes.testing import local_mesh
+from motes.trust.keyring import write_creds
 
 from . import peers as peer_envs
 from .contenders import (
@@ -339,11 +343,29 @@ async def _session(sizes: Sizes, metrics: Sequence[str]) -> AsyncIterator[Sessio
                         "up": MotesUpContender(),
                     },
                 )
-                async with _peers(sizes, metrics, mesh.lattice) as peers:
+                floor = _floor_lattice(mesh, Path(tmp))
+                async with _peers(sizes, metrics, floor) as peers:
                     session.peers = peers
                     yield session
                 # The echo motes are pinned to one instance each; say so if that changed.
                 _say(f"instances at the end: {await _instances(client)}")
+
+
+def _floor_lattice(mesh: LocalMesh, folder: Path) -> LatticeConfig:
+    """The raw nats-py floor's own credential, minted by the mesh like every other: it
+    may serve and call only its echo subject, with replies to its own inbox. (No member's
+    credential lets it serve a subject of its choosing.)"""
+    if mesh.trust is None:
+        return mesh.lattice
+    key = SigningKey.generate(KeyKind.PERSON)
+    inbox = "_I.benchfloor"
+    subject = RawNatsContender.subject
+    perms = Permissions(
+        pub_allow=(subject,), sub_allow=(subject, f"{inbox}.>"), responses=1, response_ttl_s=60
+    )
+    jwt = mesh.trust.keys.user_jwt(key.public, name="bench floor", permissions=perms, ttl_s=None)
+    creds = write_creds(folder / "floor.creds", jwt, key)
+    return LatticeConfig(servers=mesh.servers, credentials=str(creds), inbox_prefix=inbox)
 
 
 async def _instances(client: Mesh) -> str:
