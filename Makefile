@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-long fuse browser bench bench-quick lint clean
+.PHONY: demo test test-long fuse browser sandbox bench bench-quick lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Motes needs Python 3.11 or newer")'
@@ -18,10 +18,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	-@$(MAKE) --no-print-directory browser
+	-@$(MAKE) --no-print-directory sandbox
 	$(BIN)/python -m pytest -q
 
 test-long: $(STAMP)
 	-@$(MAKE) --no-print-directory fuse
+	-@$(MAKE) --no-print-directory sandbox
 	-@$(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest -q -m long
 
@@ -37,6 +39,16 @@ browser: $(STAMP)
 	@$(BIN)/python -c 'import playwright' 2>/dev/null || \
 	  $(BIN)/python -m pip install --quiet -e '.[dev,browser]' || \
 	  echo "playwright is not installed: the dashboard's browser tests will skip"
+
+# Confined native programs (motes.sandbox.confine) run under Debian's bubblewrap.
+# Best effort: where it cannot be installed, the bubblewrap tests skip and say why
+# (the Landlock ones still run where the kernel has Landlock ABI >= 4).
+sandbox:
+	@if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; } || \
+	  echo "bubblewrap is not installed: the bubblewrap sandbox tests will skip"; \
+	fi
 
 # `motes mount` needs pyfuse3, built against libfuse3 (Debian: libfuse3-dev fuse3 pkg-config).
 # Best effort: where it cannot be installed, the mount tests skip and say why.

@@ -58,8 +58,12 @@ from typing import Any, TypeVar
 import motes
 from motes.client import Mesh
 from motes.config import LatticeConfig, Timing
+from motes.identity import KeyKind, SigningKey
+from motes.identity.jwt import Permissions
 from motes.lattice.server import find_binary
+from motes.node.localmesh import LocalMesh
 from motes.testing import local_mesh
+from motes.trust.keyring import write_creds
 
 from . import peers as peer_envs
 from .contenders import (
@@ -88,6 +92,8 @@ METRICS = (
     "store",
     "locality",
     "auth_cost",
+    "meter_cost",
+    "sandbox_exec",
 )
 CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput")
 """The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""
@@ -132,6 +138,7 @@ GOALS: dict[tuple[str, str | None], Goal] = {
     ("startup_s", None): Goal("<=", 1, absolute=True),
     ("node_idle_rss_MB", None): Goal("<=", 40, absolute=True),
     ("auth_call_rtt_us", "auth off"): Goal("<=", 1.05),
+    ("meter_call_rtt_us", "meter off"): Goal("<=", 1.03),
     ("auth_call_throughput", "auth off"): Goal(">=", 0.95),
     ("store_put_MiBps", TAHOE): Goal(">=", 20),
     ("store_put_MiBps", ZFEC): Goal(">=", 0.6),
@@ -205,7 +212,14 @@ QUICK = Sizes(
     },
     skip=(f"map_throughput:{RAY_TASKS}", f"map_throughput:{DASK}"),
     # startup, netdecides, locality: full runs only; store at a quarter of the size
-    metrics=("call_rtt", "call_throughput", "map_throughput", "store", "auth_cost"),
+    metrics=(
+        "call_rtt",
+        "call_throughput",
+        "map_throughput",
+        "store",
+        "auth_cost",
+        "meter_cost",
+    ),
     store_mib=64,
     store_reps=2,
 )
@@ -329,11 +343,29 @@ async def _session(sizes: Sizes, metrics: Sequence[str]) -> AsyncIterator[Sessio
                         "up": MotesUpContender(),
                     },
                 )
-                async with _peers(sizes, metrics, mesh.lattice) as peers:
+                floor = _floor_lattice(mesh, Path(tmp))
+                async with _peers(sizes, metrics, floor) as peers:
                     session.peers = peers
                     yield session
                 # The echo motes are pinned to one instance each; say so if that changed.
                 _say(f"instances at the end: {await _instances(client)}")
+
+
+def _floor_lattice(mesh: LocalMesh, folder: Path) -> LatticeConfig:
+    """The raw nats-py floor's own credential, minted by the mesh like every other: it
+    may serve and call only its echo subject, with replies to its own inbox. (No member's
+    credential lets it serve a subject of its choosing.)"""
+    if mesh.trust is None:
+        return mesh.lattice
+    key = SigningKey.generate(KeyKind.PERSON)
+    inbox = "_I.benchfloor"
+    subject = RawNatsContender.subject
+    perms = Permissions(
+        pub_allow=(subject,), sub_allow=(subject, f"{inbox}.>"), responses=1, response_ttl_s=60
+    )
+    jwt = mesh.trust.keys.user_jwt(key.public, name="bench floor", permissions=perms, ttl_s=None)
+    creds = write_creds(folder / "floor.creds", jwt, key)
+    return LatticeConfig(servers=mesh.servers, credentials=str(creds), inbox_prefix=inbox)
 
 
 async def _instances(client: Mesh) -> str:

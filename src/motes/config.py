@@ -160,6 +160,18 @@ class NodeConfig:
     """``hub`` (its machine's server is one of the mesh's hubs) or ``leaf``."""
     link: str = ""
     """For a leaf: the hubs its server dials (leaf-node URLs, comma-separated)."""
+    meter: str = "on"
+    """``on``: every call's CPU time is metered; ``off``: not (the bench's comparison)."""
+    power_idle_w: float = 0.0
+    """Watts per core at idle, for the power model; 0: from the table of known CPUs."""
+    power_max_w: float = 0.0
+    """Watts per core at full load; 0: from the table of known CPUs."""
+
+    def __post_init__(self) -> None:
+        if self.meter not in ("on", "off"):
+            raise RequestError(f"[node] meter={self.meter!r}: use 'on' or 'off'")
+        if self.power_idle_w < 0 or self.power_max_w < 0:
+            raise RequestError("[node] power_idle_w and power_max_w are watts per core, >= 0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,13 +25,16 @@
     │   │   └── UnknownCapability      a capability version this Motes does not know
     │   ├── NotStored                  nothing in the mesh answers for a capability (LookupError)
     │   ├── Unsupported                this machine lacks what the request needs (e.g. FUSE)
+    │   │   └── SandboxUnavailable     no sandbox that confines as asked can run here
     │   ├── Unauthorized               no valid credential: the lattice or a signer refused it
     │   ├── Forbidden                  a known principal asked for what no grant allows
+    │   ├── SandboxDenied              a sandbox may not show what was asked (PermissionError)
     │   ├── BadBlock                   a block or its edit is malformed (also ValueError)
     │   └── UnknownBlock               no block has this id (also LookupError)
     ├── RemoteError                    the mote itself raised; carries the remote traceback
     └── FatalError                     give up: something is broken, not busy
         ├── StartupError               a component failed to start (server, node, worker)
+        ├── SandboxLimit               confined code hit a limit (deadline, memory, output...)
         └── IntegrityError             a signed or hashed record does not verify: forged or damaged
 
 A ``RemoteError`` whose remote type is a built-in exception is also an instance of
@@ -66,6 +69,9 @@ __all__ = [
     "RemoteError",
     "RequestError",
     "RetryableError",
+    "SandboxDenied",
+    "SandboxLimit",
+    "SandboxUnavailable",
     "StartupError",
     "StoreUnhappy",
     "TransportError",
@@ -340,6 +346,33 @@ class Unauthorized(RequestError):
     code = "unauthorized"
 
 
+class SandboxUnavailable(Unsupported):
+    """No sandbox that confines as asked can run on this machine; ``reason`` says why."""
+
+    code = "no_sandbox"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot confine here: {reason}")
+        self.reason = reason
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+
+class SandboxDenied(RequestError, PermissionError):
+    """A sandbox was asked to show ``what`` and must not: ``reason`` says why."""
+
+    code = "sandbox_denied"
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"the sandbox refuses {what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {"what": self.what, "reason": self.reason}
+
+
 class Forbidden(RequestError, PermissionError):
     """``principal`` may not do ``action`` on ``resource``: no grant allows it."""
 
@@ -468,6 +501,39 @@ class StartupError(FatalError):
     code = "startup"
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.3f}".rstrip("0")
+
+
+class SandboxLimit(FatalError):
+    """Confined code (``what``) hit its ``limit``: it used ``used`` of ``allowed`` ``unit``.
+
+    The run was stopped (its whole process tree killed); the same input will hit the
+    same limit, so the caller gives up or asks for a larger one.
+    """
+
+    code = "sandbox_limit"
+
+    def __init__(self, what: str, limit: str, used: float, allowed: float, unit: str) -> None:
+        super().__init__(
+            f"{what} exceeded its {limit} limit: used {_num(used)} {unit} (allowed {_num(allowed)})"
+        )
+        self.what = what
+        self.limit = limit
+        self.used = used
+        self.allowed = allowed
+        self.unit = unit
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "limit": self.limit,
+            "used": self.used,
+            "allowed": self.allowed,
+            "unit": self.unit,
+        }
+
+
 class IntegrityError(FatalError):
     """A signed or hashed record does not verify: it was forged, edited or damaged.
 
@@ -509,6 +575,9 @@ _BY_CODE: dict[str, type[MotesError]] = {
         UnknownCapability,
         NotStored,
         Unsupported,
+        SandboxUnavailable,
+        SandboxDenied,
+        SandboxLimit,
         Unauthorized,
         Forbidden,
         BadBlock,

@@ -163,3 +163,14 @@ def test_messages_say_what_to_do() -> None:
         "mote a.m has no running instance (see `motes ps` and `motes why a.m`)"
     )
     assert "pass large data through the store" in str(PayloadTooLarge("x", 2, 1))
+
+
+def test_sandbox_errors_cross_the_wire_with_their_fields() -> None:
+    from motes.errors import SandboxDenied, SandboxLimit, SandboxUnavailable
+
+    limit = SandboxLimit("grep", "memory", 64.5, 64, "MiB")
+    assert str(limit) == "grep exceeded its memory limit: used 64.5 MiB (allowed 64)"
+    for err in (limit, SandboxDenied("/proc", "a system path"), SandboxUnavailable("no bwrap")):
+        back = error_from_wire(err.code, err.message, err.wire_fields())
+        assert type(back) is type(err) and back.message == err.message
+    assert isinstance(SandboxDenied("x", "y"), PermissionError)

@@ -17,13 +17,20 @@ from .._proc import run_main
 from ..client import connect
 from ..config import Config, load_config
 from ..errors import MotesError, RemoteError, RequestError
-from . import dashboard, local, mesh_cmds, store, trust_cmds
+from . import dashboard, local, mesh_cmds, store, trust_cmds, usage_cmds
 from .registry import COMMANDS, Command, Kind
 from .render import json_text, text
 
 __all__ = ["main"]
 
-_ = (dashboard, local, mesh_cmds, store, trust_cmds)  # importing them registers their commands
+_ = (
+    dashboard,
+    local,
+    mesh_cmds,
+    store,
+    trust_cmds,
+    usage_cmds,
+)  # importing them registers their commands
 
 _HOME_HELP = "motes home (default: $MOTES_HOME, then the platform data dir)"
 _URL_HELP = "NATS URL of a mesh (default: $MOTES_URL, then the local mesh at the home)"

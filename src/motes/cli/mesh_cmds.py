@@ -56,6 +56,7 @@ def nodes_view(statuses: list[NodeStatus]) -> View:
             "state": s.state,
             "leader": s.leader,
             "labels": s.record.labels,
+            "metrics": s.record.metrics,
             "load": s.load,
             "inventory": s.record.inventory,
         }

@@ -55,6 +55,19 @@ class Apps:
                 log.warning("ignoring app record %s: %s", key, exc)
         return sorted(records, key=lambda r: r.name)
 
+    async def deployers(self) -> dict[str, str]:
+        """Each deployed app's name and the id of the person who signed its current record."""
+        kv = await self._core.bus.kv(resources.APPS)
+        out = {}
+        for key, entry in (await kv.items()).items():
+            try:
+                record, signer = open_app(entry.value or b"")
+            except IntegrityError as exc:
+                log.warning("ignoring app record %s: %s", key, exc)
+                continue
+            out[record.name] = signer
+        return out
+
     async def deploy(
         self, app: App | str | os.PathLike[str], *, wait: bool = True, timeout: float | None = None
     ) -> str:

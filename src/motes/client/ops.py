@@ -17,6 +17,7 @@ from ..wire.messages import (
     MoteQuery,
     NodeState,
     NodeStatus,
+    UsageReport,
     WhyReply,
 )
 from ._core import Core
@@ -111,3 +112,17 @@ class Ops:
                 yield decode(msg.data, LogBatch)
             except BadMessage:
                 continue
+
+    async def usage(self, since: float = 0.0) -> list[UsageReport]:
+        """Every node's usage reports (``MOTES_USAGE``) that end after ``since`` (unix s)."""
+        out = []
+        async for msg in self._core.bus.replay(resources.USAGE, subjects.USAGE_ALL, follow=False):
+            if msg.time and msg.time < since:
+                continue
+            try:
+                report = decode(msg.data, UsageReport)
+            except BadMessage:
+                continue
+            if report.end >= since:
+                out.append(report)
+        return out

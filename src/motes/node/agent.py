@@ -58,6 +58,7 @@ from ..wire.messages import (
     Power,
 )
 from .inventory import detect_inventory, read_power
+from .meter import MetricsServer, UsageLedger, openmetrics, publish_usage
 from .workers import Child, Launcher, ProcessLauncher, WorkerProc, new_worker_id
 
 __all__ = ["NodeAgent"]
@@ -152,6 +153,7 @@ class NodeAgent:
             await self.bus.subscribe(subjects.CTL_PS),
             await self.bus.subscribe(subjects.instance_load(self.id)),
         ]
+        metrics = await self._start_metrics()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -166,6 +168,9 @@ class NodeAgent:
                 tg.create_task(self._follow_assignment())
                 tg.create_task(self._prefetch_bundles())
                 tg.create_task(self._converge())
+                if metrics is not None:  # the meter is on
+                    ledger = UsageLedger(self.id)
+                    tg.create_task(publish_usage(self.bus, ledger, self.loads.values))
                 if self.scheduler is not None:
                     tg.create_task(self.scheduler.run())
                 if self.creds is not None:
@@ -187,6 +192,8 @@ class NodeAgent:
             pass
         finally:
             await self._stop_store()
+            if metrics is not None:
+                await metrics.close()
             for sub in subs:
                 try:
                     await sub.unsubscribe()
@@ -194,6 +201,15 @@ class NodeAgent:
                     pass
             if scheduler_bus is not None and scheduler_bus is not self.bus:
                 await scheduler_bus.close()
+
+    async def _start_metrics(self) -> MetricsServer | None:
+        """Serve the meter as OpenMetrics text on loopback; its address goes in our record."""
+        if self.config.node.meter == "off":
+            return None
+        server = MetricsServer(lambda: openmetrics(self.loads.values(), self.id))
+        url = await server.start()
+        self.record = msgspec.structs.replace(self.record, metrics=url)
+        return server
 
     async def _watch_connection(self) -> None:
         """A connection nats-py closed for good (the server shut us out: a revoked or
@@ -396,6 +412,7 @@ class NodeAgent:
             restarts=inst.restarts,
             detail=inst.detail,
             latency=live.latency if live else {},
+            meter=live.meter if live else None,
         )
 
     async def _on_load(self, msg: Message) -> None:

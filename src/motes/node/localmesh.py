@@ -66,14 +66,16 @@ class LocalMesh:
         write_mesh_file: bool = True,
         auth: bool = True,
         listen: Listen | None = None,
+        meter: str = "on",
     ) -> None:
         """``auth``: the embedded lattice authenticates every connection (NATS operator
         mode; the mesh's keys under ``<home>/trust``). Off only to measure what it costs,
-        and when ``url`` names a lattice started elsewhere.
+        and when ``url`` names a lattice started elsewhere. ``meter``: the nodes' call
+        meter (``[node] meter``; ``off`` only to measure what it costs).
 
         ``listen``: other machines reach this one there; its server is then the mesh's
-        first hub (TLS with a certificate the mesh key signs, leaf nodes and routes
-        accepted), and this machine's own nodes connect to it with TLS too."""
+        first hub (TLS with a certificate the mesh key signs, leaf nodes accepted), and
+        this machine's own nodes connect to it with TLS too."""
         if nodes < 1:
             raise ValueError("a mesh needs at least one node")
         self.home = home
@@ -85,6 +87,7 @@ class LocalMesh:
         if listen is not None and not self.auth:
             raise ValueError("a lattice reachable from other machines always authenticates")
         self.listen = listen
+        self.meter = meter
         self._owner: LatticeConfig | None = None
         self._node_lattice: dict[str, LatticeConfig] = {}
         self._url = url
@@ -218,6 +221,7 @@ class LocalMesh:
                 labels=dict(node.labels),
                 machine=self.machine,
                 role="hub",
+                meter=self.meter,
             ),
         )
 

@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from ..config import Timing
 from ..errors import BadMessage, Conflict, PayloadTooLarge, RequestError, RetryableError
 from ..ids import check_name
-from ..meter import CallMeter
+from ..meter import CallMeter, Started
 from ..sandbox import Sandbox
 from ..wire import resources, subjects
 from ..wire.bus import KV, Bus, JetMsg, PullConsumer
@@ -163,7 +163,7 @@ class DurableServer:
 
     # --- one message -----------------------------------------------------------------
 
-    async def _one(self, msg: JetMsg, started: float) -> None:
+    async def _one(self, msg: JetMsg, started: Started) -> None:
         slot = _Slot(self.slots)
         reply: list[Ok | Err] = []
         try:

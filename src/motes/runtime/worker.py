@@ -31,7 +31,8 @@ from pathlib import Path
 from .._proc import process_main
 from ..config import Config, LatticeConfig, load_config, write_config
 from ..errors import BadApp, BadMessage, FatalError, MotesError, RetryableError
-from ..meter import CallMeter
+from ..meter import CallMeter, Started, peak_rss
+from ..meter.power import PowerModel, detect_model
 from ..sandbox import Sandbox, host_for
 from ..wire import resources, subjects
 from ..wire.bus import Bus, Message, Subscription
@@ -48,6 +49,7 @@ from ..wire.messages import (
     Err,
     InstanceSpec,
     InstanceStatus,
+    MeterTotals,
     Ok,
     WorkerAssign,
     WorkerControl,
@@ -105,7 +107,10 @@ class Worker:
         self.node = config.node.id
         self.spec: InstanceSpec | None = None
         self.state = WorkerState.WARM
-        self.meter = CallMeter()
+        self.meter = CallMeter(cpu=config.node.meter != "off")
+        self.power: PowerModel = detect_model(
+            idle_w=config.node.power_idle_w, max_w=config.node.power_max_w
+        )
         self._hosts = hosts
         self._mote_config = mote_config
         self._subs: list[Subscription] = []
@@ -193,6 +198,26 @@ class Worker:
             served=usage.served,
             failed=usage.failed,
             latency=self.meter.latency(),
+            meter=self.totals(),
+        )
+
+    def totals(self) -> MeterTotals | None:
+        """What this instance's calls have used, with their estimated joules."""
+        if not self.meter.cpu:
+            return None
+        usage = self.meter.usage
+        energy = self.power.energy(usage.cpu_s)
+        return MeterTotals(
+            wall_s=usage.wall_s,
+            cpu_user_s=usage.cpu_user_s,
+            cpu_sys_s=usage.cpu_sys_s,
+            peak_rss=peak_rss(),
+            bytes_in=usage.bytes_in,
+            bytes_out=usage.bytes_out,
+            fuel=usage.fuel,
+            joules=energy.joules,
+            method=energy.method,
+            band=energy.band,
         )
 
     async def _report_status(self) -> None:
@@ -326,14 +351,14 @@ class Worker:
             await self._slots.acquire()  # at capacity, stop reading: calls queue at the server
             self._tg.create_task(self._serve_call_then_release(msg, started))
 
-    async def _serve_call_then_release(self, msg: Message, started: float) -> None:
+    async def _serve_call_then_release(self, msg: Message, started: Started) -> None:
         assert self._slots is not None
         try:
             await self._guard(msg, started, self._serve_call)
         finally:
             self._slots.release()
 
-    async def _guard(self, msg: Message, started: float, serve: _Serve) -> None:
+    async def _guard(self, msg: Message, started: Started, serve: _Serve) -> None:
         """A bug in serving one call costs that call an error reply, never the worker."""
         reply: Ok | Err | None = None
         out = 0

@@ -7,8 +7,9 @@ keeps activations whose state it can hand out and take back as bytes. Everything
 host returns is an ``Ok`` or an ``Err``; it never raises for what user code did.
 
 Hosts: ``InProcessHost`` (``sandbox.inprocess``: the mote's module imported into the
-worker itself; for one's own code on one's own nodes). WebAssembly and bubblewrap hosts
-implement the same protocol.
+worker itself; for one's own code on one's own nodes). WebAssembly and command hosts
+will implement the same protocol; ``sandbox.confine`` already runs one native program
+confined (bubblewrap, else Landlock, else a typed refusal).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ async def local_mesh(
     labels: dict[str, dict[str, str]] | None = None,
     timing: Timing = FAST,
     auth: bool = True,
+    meter: str = "on",
 ) -> AsyncIterator[LocalMesh]:
     """An embedded lattice and ``nodes`` node processes; everything stops on exit."""
     mesh = LocalMesh(
@@ -60,6 +61,7 @@ async def local_mesh(
         timing=timing,
         write_mesh_file=False,
         auth=auth,
+        meter=meter,
     )
     await mesh.start()
     try:

@@ -176,7 +176,9 @@ def _link(scope: Scope) -> tuple[list[str], list[str], int]:
         s.instance_events(node),
         s.instance_load(node),
         s.log("*", "*", node),
+        s.usage(node),
         _api("STREAM.INFO", s.STREAM_LOGS),
+        _api("STREAM.INFO", s.STREAM_USAGE),
         _api("STREAM.NAMES"),
         f"{s.PREFIX}.call.>",
         f"{s.PREFIX}.actor.>",
@@ -258,6 +260,7 @@ def permissions(role: str, scope: Scope) -> Permissions:
             # The mesh's map: its nodes, what runs where, the apps deployed (`motes
             # nodes`, `ps`, `apps`): metadata, no payloads and no secrets.
             pub += [s.CTL_NODES, s.CTL_PS, *_read_bucket(s.KV_NODES), *_read_bucket(s.KV_APPS)]
+            pub += _read_stream(s.STREAM_USAGE)  # `motes usage --since`: metadata too
             sub += [s.EVENTS_ALL]
     elif role == "node":
         pub += [
@@ -266,6 +269,8 @@ def permissions(role: str, scope: Scope) -> Permissions:
             s.worker(node, "*"),
             s.log("*", "*", node),
             _api("STREAM.INFO", s.STREAM_LOGS),
+            s.usage(node),
+            _api("STREAM.INFO", s.STREAM_USAGE),
             *_write_keys(s.KV_NODES, [node]),
             *_read_bucket(s.KV_NODES),
             *_read_bucket(s.KV_PLACE),

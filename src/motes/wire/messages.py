@@ -23,6 +23,7 @@ __all__ = [
     "Batch",
     "BatchReply",
     "Call",
+    "Confinement",
     "DurableCall",
     "Err",
     "FlowDef",
@@ -34,6 +35,7 @@ __all__ = [
     "Load",
     "LogBatch",
     "LogLine",
+    "MeterTotals",
     "MoteQuery",
     "MoteSpec",
     "NodeAssignment",
@@ -45,6 +47,8 @@ __all__ = [
     "Reply",
     "Request",
     "SchedEvent",
+    "UsageReport",
+    "UsageRow",
     "Verdict",
     "WhyReply",
     "WorkerAssign",
@@ -157,6 +161,28 @@ Reply = Ok | Err | BatchReply
 # --- apps and placement ----------------------------------------------------------------
 
 MoteKind = Literal["function", "actor"]
+
+
+class Confinement(msgspec.Struct, frozen=True, kw_only=True, tag="conf1"):
+    """What a confined program may see and use (``motes.sandbox.confine``).
+
+    ``files`` and ``writable`` map a path inside the sandbox to a path on the node
+    (read-only and read-write); nothing else of the node's files is visible beyond the
+    read-only system trees. Sizes are MiB; ``output_bytes`` bounds stdout plus stderr.
+    """
+
+    files: dict[str, str] = {}
+    writable: dict[str, str] = {}
+    net: bool = False
+    timeout_s: float = 30.0
+    memory_mb: int = 256
+    procs: int = 64
+    output_bytes: int = 16 * 1024 * 1024
+    tmp_mb: int = 64
+    file_mb: int = 1024
+    """The largest file it may write (``RLIMIT_FSIZE``)."""
+    env: dict[str, str] = {}
+    cwd: str = "/tmp"
 
 
 class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):
@@ -274,6 +300,8 @@ class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, tag="node1"):
     """``hub`` or ``leaf``: what its machine's server is in the mesh."""
     link: str = ""
     """For a leaf: the hubs its machine dials."""
+    metrics: str = ""
+    """Where the node agent serves its meter as OpenMetrics text (loopback HTTP)."""
 
 
 class Load(msgspec.Struct, frozen=True, kw_only=True, tag="load1"):
@@ -307,6 +335,44 @@ class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag="nstat1"):
     leader: bool = False
 
 
+class MeterTotals(msgspec.Struct, frozen=True, kw_only=True, tag="meter1"):
+    """What an instance's calls have used since it started (``motes.meter``)."""
+
+    wall_s: float = 0.0
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+    peak_rss: int = 0
+    """The instance's peak memory, bytes."""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    fuel: int = 0
+    joules: float = 0.0
+    method: str = ""
+    """How ``joules`` was estimated: ``rapl`` or ``model:{source}:{name}``."""
+    band: float = 0.0
+    """Relative error of ``joules`` (0.5: +/- 50 %)."""
+
+
+class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
+    """What one instance's calls used during a report's interval."""
+
+    app: str
+    mote: str
+    iid: str
+    calls: int = 0
+    failed: int = 0
+    meter: MeterTotals
+
+
+class UsageReport(msgspec.Struct, frozen=True, kw_only=True, tag="usage1"):
+    """One node's usage over ``[start, end)`` (unix seconds), stream ``MOTES_USAGE``."""
+
+    node: str
+    start: float
+    end: float
+    rows: list[UsageRow] = []
+
+
 class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
     iid: str
     app: str
@@ -325,6 +391,8 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True, tag="istat1"):
     """Calls served since the instance started, by latency bucket (``LATENCY_BUCKETS``
     per doubling, from 1 us: bucket ``i`` holds calls that took under ``2**((i+1)/4)``
     us); empty buckets are left out."""
+    meter: MeterTotals | None = None
+    """None: the node's meter is off."""
 
 
 LATENCY_BUCKETS = 4

@@ -39,6 +39,7 @@ __all__ = [
     "RESULT_TTL_S",
     "STORE",
     "STREAMS",
+    "USAGE",
     "BucketSpec",
     "StreamSpec",
     "lease",
@@ -144,7 +145,10 @@ CALLS = StreamSpec(
 AUDIT = StreamSpec(subjects.STREAM_AUDIT, (subjects.AUDIT,))
 """The audit log: kept whole (no limits), written by the authority alone."""
 
-STREAMS = (LOGS, CALLS, AUDIT)
+USAGE = StreamSpec(subjects.STREAM_USAGE, (subjects.USAGE_ALL,), max_bytes=256 * 1024 * 1024)
+"""Usage history: each node's reports, the oldest dropped past 256 MiB."""
+
+STREAMS = (LOGS, CALLS, AUDIT, USAGE)
 
 
 def stream_names() -> list[str]:

@@ -24,6 +24,7 @@ Layout (``{node}``, ``{app}``, ``{mote}`` are validated names, never user free t
     motes.ev.inst.{node}               instance state changes on one node
     motes.auth.{op}.{principal}        a principal's requests to the mesh's authority
     motes.audit                        the audit log (stream MOTES_AUDIT)
+    motes.usage.{node}                 that node's meter reports (stream MOTES_USAGE)
 
 The JetStream subjects behind buckets, streams and the object store have builders here
 too (``kv_subject``, ``js_api``, ...), so what a principal may touch can be derived from
@@ -75,6 +76,9 @@ KV_HUBS = "motes_hubs"
 KV_INVITES = "motes_invites"
 """Invites the authority made, and how often each was used (the authority's only)."""
 STREAM_AUDIT = "MOTES_AUDIT"
+STREAM_USAGE = "MOTES_USAGE"
+"""What each node's calls used, one ``UsageReport`` a second at most, kept as history."""
+USAGE_ALL = f"{PREFIX}.usage.*"
 AUDIT = f"{PREFIX}.audit"
 KV_BLOCKS = "motes_blocks"
 """Blocks (``motes.blocks``): key ``{block id}``, every revision kept a while (history)."""
@@ -112,6 +116,11 @@ def parse_auth(subject: str) -> tuple[str, str] | None:
     if len(parts) != 4 or parts[:2] != [PREFIX, "auth"]:
         return None
     return parts[2], parts[3]
+
+
+def usage(node: str) -> str:
+    """``node``'s usage reports (stream ``MOTES_USAGE``): only that node may publish."""
+    return f"{PREFIX}.usage.{node}"
 
 
 def instance_events(node: str) -> str:
