@@ -87,7 +87,7 @@ async def _show_nodes(url: str, config: Config) -> None:
     arg(
         "--listen",
         metavar="HOST[:PORT]",
-        help="let other machines join here (TLS; leaf nodes on 7422, hubs on 6222)",
+        help="let other machines join here (TLS; leaf machines on port 7422)",
     ),
     arg("--detach", action="store_true", help="return once ready; `motes down` stops it"),
     kind=Kind.LOCAL,

@@ -58,8 +58,6 @@ from ..wire.trust import (
     Grant,
     GrantRequest,
     Hub,
-    HubReply,
-    HubRequest,
     InstanceCreds,
     Invite,
     InviteRequest,
@@ -75,7 +73,7 @@ from ..wire.trust import (
 )
 from .keyring import MeshKeys, write_secret
 from .records import read_principal, read_trust
-from .tls import ca_certificate, issue_server_cert
+from .tls import ca_certificate
 
 __all__ = ["IDENTITY_TTL_S", "SESSION_TTL_S", "Authority"]
 
@@ -89,8 +87,6 @@ IDENTITY_TTL_S = 30 * 86400.0
 """A principal's identity credential may only ask for a new session; it lasts 30 days
 (renewed with every session), so a machine that was away for a month must rejoin."""
 INVITE_USES_MAX = 100
-REPLICAS = 3
-"""Replicas of the mesh's state once it has this many hubs (a quorum survives one loss)."""
 
 
 @dataclass
@@ -157,7 +153,6 @@ class Authority:
             "revoke": self._revoke,
             "admit": self._admit,
             "deploy": self._deploy,
-            "hub": self._hub,
         }
 
     # --- running -----------------------------------------------------------------------
@@ -608,33 +603,9 @@ class Authority:
         )
 
     async def register_hub(self, hub: Hub) -> None:
-        """Add a hub; at three, every bucket and stream is replicated on three of them."""
+        """Record a hub: joiners and nodes are told to reach the mesh there."""
         kv = await self.bus.kv(resources.HUBS)
         await kv.put(hub.id, encode(hub))
-        count = len(await self._hubs())
-        if count >= REPLICAS:
-            for name in resources.stream_names():
-                try:
-                    await self.bus.replicate(name, REPLICAS)
-                except MotesError as exc:
-                    log.warning("could not replicate %s on %d hubs: %s", name, REPLICAS, exc)
-
-    async def _hub(self, node: str, data: bytes) -> bytes:
-        """A node admitted as a hub gets its server certificate, and the mesh's setup
-        with the hubs it routes to; then it is one of them."""
-        p = await self._principal(node)
-        if p.kind != "node" or not p.hub:
-            raise Forbidden(node, "be", "a hub", "it was not invited as one (`invite --hub`)")
-        req = decode(data, HubRequest)
-        if len(req.key) != 32 or not req.names:
-            raise BadMessage("a hub request names its server's Ed25519 key and its addresses")
-        cert = issue_server_cert(self.keys.mesh, req.key, req.names, f"hub {p.name}")
-        setup = await self._setup()  # the hubs before it: the ones it routes to
-        await self.register_hub(
-            Hub(id=p.id, name=p.name, client=req.client, leaf=req.leaf, route=req.route)
-        )
-        await self._audit("join", p.id, "hub", detail=f"hub {p.name} at {req.client}")
-        return encode(HubReply(cert=cert, setup=setup))
 
     # --- grants and revocation -------------------------------------------------------
 

@@ -21,8 +21,6 @@ __all__ = [
     "Grant",
     "GrantRequest",
     "Hub",
-    "HubReply",
-    "HubRequest",
     "InstanceCreds",
     "Invite",
     "InviteRequest",
@@ -85,23 +83,6 @@ class ServerSetup(msgspec.Struct, frozen=True, kw_only=True, tag="setup1"):
     accounts: dict[str, str]
     domain: str
     hubs: list[Hub] = []
-
-
-class HubRequest(msgspec.Struct, frozen=True, kw_only=True, tag="hubreq1"):
-    """A node admitted as a hub asks for its server certificate (for ``key``, which it
-    made and keeps, valid for ``names``) and says where it listens."""
-
-    key: bytes
-    names: list[str]
-    client: str
-    leaf: str
-    route: str
-
-
-class HubReply(msgspec.Struct, frozen=True, kw_only=True, tag="hubreply1"):
-    cert: bytes
-    """Its certificate (PEM), signed by the mesh key."""
-    setup: ServerSetup
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True, tag="prin1"):
