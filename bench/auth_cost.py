@@ -32,8 +32,9 @@ from motes.errors import MotesError
 from motes.testing import local_mesh
 
 from .contenders import MotesContender
+from .paired import ratio_row, rtt_p50_us
 from .runner import APP, Result, Session, interleave
-from .stats import median, percentile
+from .stats import median
 
 METRIC = "auth_cost"
 ON, OFF = "auth on", "auth off"
@@ -66,17 +67,7 @@ async def _call_costs(s: Session, off_client: Mesh) -> list[Result]:
     on = s.motes["sync"]
     assert isinstance(on, MotesContender)
     contenders = [MotesContender(on.client, on.mote, ON), MotesContender(off_client, on.mote, OFF)]
-    chunk = min(s.sizes.rtt_round, s.sizes.rtt_calls)
-    rounds = max(1, s.sizes.rtt_calls // chunk)
-    rtt = await interleave(
-        f"{METRIC} rtt",
-        contenders,
-        lambda c: c.call_rtt(chunk),
-        s.sizes.reps,
-        lambda ns: f"p50 {percentile(ns, 50) / 1e3:.0f} us",
-        rounds=rounds,
-        merge=lambda parts: [t for part in parts for t in part],
-    )
+    p50, reps = await rtt_p50_us(s, METRIC, contenders)
     tput = await interleave(
         f"{METRIC} throughput",
         contenders,
@@ -84,24 +75,17 @@ async def _call_costs(s: Session, off_client: Mesh) -> list[Result]:
         s.sizes.reps,
         lambda rate: f"{rate:,.0f}/s",
     )
-
-    def p50_us(name: str) -> float:
-        return median([percentile(rep, 50) / 1e3 for rep in rtt[name]])
-
     return [
-        _row("auth_call_rtt_us", "us", p50_us(ON), p50_us(OFF), len(rtt[ON])),
-        _row(
+        ratio_row("auth_call_rtt_us", "us", p50[ON], p50[OFF], OFF, reps),
+        ratio_row(
             "auth_call_throughput",
             "calls/s",
             median(tput[ON]),
             median(tput[OFF]),
+            OFF,
             len(tput[ON]),
         ),
     ]
-
-
-def _row(metric: str, unit: str, on: float, off: float, reps: int) -> Result:
-    return Result(metric, unit, round(on, 3), round(off, 3), OFF, round(on / off, 4), reps)
 
 
 async def _join(folder: Path) -> Result:

@@ -18,8 +18,8 @@ from motes.config import Timing
 from motes.testing import local_mesh
 
 from .contenders import MotesContender
-from .runner import APP, Result, Session, interleave
-from .stats import median, percentile
+from .paired import ratio_row, rtt_p50_us
+from .runner import APP, Result, Session
 
 METRIC = "meter_cost"
 ON, OFF = "meter on", "meter off"
@@ -36,29 +36,5 @@ async def run(s: Session) -> list[Result]:
                     MotesContender(on.client, on.mote, ON),
                     MotesContender(off_client, on.mote, OFF),
                 ]
-                chunk = min(s.sizes.rtt_round, s.sizes.rtt_calls)
-                rtt = await interleave(
-                    f"{METRIC} rtt",
-                    contenders,
-                    lambda c: c.call_rtt(chunk),
-                    s.sizes.reps,
-                    lambda ns: f"p50 {percentile(ns, 50) / 1e3:.0f} us",
-                    rounds=max(1, s.sizes.rtt_calls // chunk),
-                    merge=lambda parts: [t for part in parts for t in part],
-                )
-
-    def p50_us(name: str) -> float:
-        return median([percentile(rep, 50) / 1e3 for rep in rtt[name]])
-
-    on_us, off_us = p50_us(ON), p50_us(OFF)
-    return [
-        Result(
-            "meter_call_rtt_us",
-            "us",
-            round(on_us, 3),
-            round(off_us, 3),
-            OFF,
-            round(on_us / off_us, 4),
-            len(rtt[ON]),
-        )
-    ]
+                p50, reps = await rtt_p50_us(s, METRIC, contenders)
+    return [ratio_row("meter_call_rtt_us", "us", p50[ON], p50[OFF], OFF, reps)]
