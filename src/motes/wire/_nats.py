@@ -1,7 +1,8 @@
-"""The ``Bus`` on nats-py: the only module in Motes that imports ``nats``.
+"""The ``Bus`` on nats-py. With ``_nats_js`` (JetStream behind the ``Bus`` types) and
+``_nats_errors`` (every nats-py exception mapped, once, to a Motes error: ``mapped``),
+the only modules in Motes that import ``nats``.
 
-Every nats-py exception is mapped here, once, to a Motes error (``_mapped``). Requests
-share one wildcard inbox subscription with a future per request (nats-py's own
+Requests share one wildcard inbox subscription with a future per request (nats-py's own
 ``request`` starts a timer task per call, which is most of a small call's client cost).
 Subscriptions are read straight from the queue nats-py fills, without the task per
 message its message iterator creates.
@@ -16,7 +17,7 @@ import itertools
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,7 +43,6 @@ from nats.js.kv import KeyValue
 
 from ..config import LatticeConfig
 from ..errors import (
-    Conflict,
     Forbidden,
     NoReply,
     NoResponders,
@@ -52,32 +52,17 @@ from ..errors import (
 )
 from ..identity.jwt import read_creds
 from . import subjects
-from .bus import ConnState, Entry, JetMsg, Op, StoredMsg, StreamState
+from ._nats_errors import VIOLATION, mapped, refusal
+from ._nats_js import NatsKV, NatsObjects, NatsPull
+from .bus import ConnState, StoredMsg, StreamState
 from .resources import BucketSpec, StreamSpec
 
 __all__ = ["NatsBus"]
 
 log = logging.getLogger(__name__)
-_EXPECT_LAST = "Nats-Expected-Last-Subject-Sequence"
 _DOMAIN_API = re.compile(r"^\$JS\.(?!API\.)[^.]+\.API\.")
 _END = object()
 """Put in a subscription's queue to end its iterator."""
-
-
-_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.I)
-_REFUSALS = (
-    ("authorization violation", "no valid credential (or a revoked one)"),
-    ("authentication expired", "its credential expired"),
-    ("authentication revoked", "its credential was revoked"),
-)
-
-
-def _refusal(message: str) -> str | None:
-    low = message.lower()
-    for needle, reason in _REFUSALS:
-        if needle in low:
-            return reason
-    return None
 
 
 def _credential_callbacks(path: Path) -> dict[str, Any]:
@@ -98,34 +83,6 @@ def _credential_callbacks(path: Path) -> dict[str, Any]:
         return base64.b64encode(read()[1].sign(nonce.encode()))
 
     return {"user_jwt_cb": jwt, "signature_cb": sign}
-
-
-@contextlib.contextmanager
-def _mapped(what: str, key: str = "", expected: int = 0) -> Iterator[None]:
-    """Turn nats-py's exceptions into the Motes error a caller can act on."""
-    try:
-        yield
-    except nats.js.errors.KeyWrongLastSequenceError as exc:
-        raise Conflict(key or what, expected, exc.description or "") from None
-    except nats.errors.NoRespondersError:
-        raise NoResponders(what) from None
-    except nats.errors.MaxPayloadError as exc:
-        raise PayloadTooLarge(what, 0, 0) from exc
-    except (
-        nats.errors.ConnectionClosedError,
-        nats.errors.ConnectionDrainingError,
-        nats.errors.ConnectionReconnectingError,
-        nats.errors.OutboundBufferLimitError,
-        nats.errors.StaleConnectionError,
-        nats.errors.NoServersError,
-    ) as exc:
-        raise TransportError(f"{what}: {type(exc).__name__} {exc}".rstrip()) from None
-    except nats.errors.TimeoutError:
-        raise NoReply(what, 0) from None
-    except nats.js.errors.APIError as exc:
-        raise TransportError(f"{what}: the lattice refused it ({exc})") from None
-    except nats.errors.Error as exc:
-        raise TransportError(f"{what}: {exc!r}") from None
 
 
 class _Sub:
@@ -236,261 +193,6 @@ def _is_no_responders(msg: Msg) -> bool:
     return not msg.data and msg.headers is not None and msg.headers.get("Status") == "503"
 
 
-class _KV:
-    """A bucket. Writes are JetStream publishes to ``{put_prefix}{key}``: the bucket's
-    own ``$KV.{bucket}.`` subjects, or from a leaf, the hubs' domain mapping of them
-    (``$JS.{domain}.API.$KV.{bucket}.``: the plain subjects do not cross a leaf link to
-    JetStream in another domain, nats-server#4819)."""
-
-    def __init__(self, kv: KeyValue, name: str, bus: NatsBus) -> None:
-        self._kv = kv
-        self._name = name
-        self._guarded = bus._guarded
-        self._js = bus._js
-        self._pre = bus._kv_put_prefix(name)
-
-    @contextlib.asynccontextmanager
-    async def _op(self, what: str, key: str = "", expected: int = 0) -> AsyncIterator[None]:
-        async with self._guarded(self._name):
-            with _mapped(what, key, expected):
-                yield
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def get(self, key: str, *, deleted: bool = False) -> Entry | None:
-        async with self._op(f"reading {self._name}/{key}"):
-            try:
-                e = await self._kv.get(key)
-            except nats.js.errors.KeyNotFoundError as exc:
-                # nats-py raises this for a deleted key too, with the delete marker in it.
-                marker = getattr(exc, "entry", None)
-                if deleted and marker is not None:
-                    op = Op.PURGE if getattr(exc, "op", "") == "PURGE" else Op.DEL
-                    return Entry(key=key, value=None, revision=int(marker.revision or 0), op=op)
-                return None
-        return _entry(e)
-
-    async def _publish(self, key: str, value: bytes, headers: dict[str, str] | None) -> int:
-        try:
-            ack = await self._js.publish(self._pre + key, value, headers=headers)
-        except nats.js.errors.APIError as err:
-            # 10071/10164: the key's last revision is not the one expected.
-            if err.err_code in (10071, 10164):
-                raise nats.js.errors.KeyWrongLastSequenceError(
-                    description=err.description
-                ) from None
-            raise
-        return int(ack.seq)
-
-    async def put(self, key: str, value: bytes) -> int:
-        async with self._op(f"writing {self._name}/{key}"):
-            return await self._publish(key, value, None)
-
-    async def create(self, key: str, value: bytes) -> int:
-        async with self._op(f"creating {self._name}/{key}", key=f"{self._name}/{key}"):
-            try:
-                return await self._publish(key, value, {_EXPECT_LAST: "0"})
-            except nats.js.errors.KeyWrongLastSequenceError:
-                # Deleted keys keep a marker: creating one again expects the marker.
-                marker = await self.get(key, deleted=True)
-                if marker is None or marker.op is Op.PUT:
-                    raise
-                return await self._publish(key, value, {_EXPECT_LAST: str(marker.revision)})
-
-    async def update(self, key: str, value: bytes, *, last: int) -> int:
-        async with self._op(
-            f"updating {self._name}/{key}", key=f"{self._name}/{key}", expected=last
-        ):
-            return await self._publish(key, value, {_EXPECT_LAST: str(last)})
-
-    async def delete(self, key: str) -> None:
-        async with self._op(f"deleting {self._name}/{key}"):
-            await self._publish(key, b"", {"KV-Operation": "DEL"})
-
-    async def history(self, key: str) -> list[Entry]:
-        async with self._op(f"history of {self._name}/{key}"):
-            try:
-                entries = await self._kv.history(key)
-            except nats.js.errors.NoKeysError:
-                return []
-        return [_entry(e) for e in entries]
-
-    async def items(self, keys: str = ">") -> dict[str, Entry]:
-        out: dict[str, Entry] = {}
-        async with self._op(f"listing {self._name}"):
-            watcher = await self._kv.watch(keys)
-            try:
-                async for e in watcher:
-                    if e is None:
-                        # nats-py's "nothing to read" marker can come before entries
-                        # that are already on their way (it races the consumer's
-                        # first deliveries): the consumer itself says which it is.
-                        assert watcher._sub is not None
-                        info = await watcher._sub.consumer_info()
-                        if info.delivered.consumer_seq == 0 and info.num_pending == 0:
-                            break
-                        continue
-                    if e.operation is None:  # a put; deletes and purges are markers
-                        out[e.key] = _entry(e)
-                    else:
-                        out.pop(e.key, None)
-                    if e.delta == 0:
-                        break
-            finally:
-                await watcher.stop()
-        return out
-
-    async def watch(
-        self, keys: str = ">", *, history: bool = False, updates_only: bool = False
-    ) -> _Watch:
-        async with self._op(f"watching {self._name}"):
-            # Revisions are the bucket stream's sequence: anything at or below its last
-            # one now is a current value, not an update.
-            after = (await self._kv.status()).stream_info.state.last_seq if updates_only else 0
-            watcher = await self._kv.watch(keys, include_history=history)
-        return _Watch(watcher, after)
-
-
-class _Watch:
-    def __init__(self, watcher: KeyValue.KeyWatcher, after: int = 0) -> None:
-        self._w = watcher
-        self._after = after
-        self._stopped = False
-
-    def __aiter__(self) -> AsyncIterator[Entry]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Entry]:
-        async for e in self._w:
-            if e is not None and (e.revision or 0) > self._after:
-                yield _entry(e)
-
-    async def next(self, timeout: float) -> Entry | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                return None
-            try:
-                e = await self._w.updates(timeout=left)
-            except nats.errors.TimeoutError:
-                return None
-            if e is not None and (e.revision or 0) > self._after:
-                return _entry(e)
-
-    async def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            try:
-                await self._w.stop()
-            except nats.errors.Error as exc:
-                log.debug("watch stop: %r", exc)
-
-    async def __aenter__(self) -> _Watch:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-
-def _entry(e: KeyValue.Entry) -> Entry:
-    op = Op.PUT
-    if e.operation == "DEL":
-        op = Op.DEL
-    elif e.operation == "PURGE":
-        op = Op.PURGE
-    value = None if op is not Op.PUT else bytes(e.value or b"")
-    when: Any = getattr(e, "created", None)  # a datetime, from the message's metadata
-    created = when.timestamp() if hasattr(when, "timestamp") else 0.0
-    return Entry(key=e.key, value=value, revision=int(e.revision or 0), op=op, created=created)
-
-
-class _Objects:
-    def __init__(self, store: Any, name: str) -> None:
-        self._store = store
-        self._name = name
-
-    async def get(self, name: str) -> bytes | None:
-        with _mapped(f"reading {self._name}/{name}"):
-            try:
-                obj = await self._store.get(name)
-            except nats.js.errors.NotFoundError:
-                return None
-        return bytes(obj.data) if obj.data is not None else None
-
-    async def put(self, name: str, data: bytes) -> None:
-        with _mapped(f"storing {self._name}/{name}"):
-            await self._store.put(name, data)
-
-    async def exists(self, name: str) -> bool:
-        with _mapped(f"looking up {self._name}/{name}"):
-            try:
-                await self._store.get_info(name)
-            except nats.js.errors.NotFoundError:
-                return False
-        return True
-
-
-class _JetMsg:
-    __slots__ = ("_msg",)
-
-    def __init__(self, msg: Msg) -> None:
-        self._msg = msg
-
-    @property
-    def subject(self) -> str:
-        return str(self._msg.subject)
-
-    @property
-    def data(self) -> bytes:
-        return bytes(self._msg.data)
-
-    @property
-    def deliveries(self) -> int:
-        return int(self._msg.metadata.num_delivered)
-
-    async def ack(self) -> None:
-        with _mapped("acknowledging a durable message"):
-            await self._msg.ack()
-
-    async def nak(self, delay: float = 0.0) -> None:
-        with _mapped("returning a durable message"):
-            await self._msg.nak(delay=delay or None)
-
-    async def term(self) -> None:
-        with _mapped("terminating a durable message"):
-            await self._msg.term()
-
-    async def in_progress(self) -> None:
-        with _mapped("extending a durable message"):
-            await self._msg.in_progress()
-
-
-class _Pull:
-    def __init__(self, sub: JetStreamContext.PullSubscription, what: str) -> None:
-        self._sub = sub
-        self._what = what
-
-    async def fetch(self, batch: int, timeout: float) -> list[JetMsg]:
-        try:
-            with _mapped(self._what):
-                msgs = await self._sub.fetch(batch, timeout=timeout)
-        except NoReply:
-            return []
-        return [_JetMsg(m) for m in msgs]
-
-    async def close(self) -> None:
-        try:
-            await self._sub.unsubscribe()
-        except (nats.errors.Error, ValueError) as exc:
-            log.debug("pull unsubscribe: %r", exc)
-
-
 class NatsBus:
     """A connection to nats-server, with the JetStream resources Motes shares."""
 
@@ -501,8 +203,8 @@ class NatsBus:
             timeout=config.api_timeout_s, domain=config.domain or None
         )
         self._replies = _Replies(nc)
-        self._kv: dict[str, _KV] = {}
-        self._objects: dict[str, _Objects] = {}
+        self._kv: dict[str, NatsKV] = {}
+        self._objects: dict[str, NatsObjects] = {}
         self._streams: set[str] = set()
         self._subs: set[_Sub] = set()
         self._watchers: list[asyncio.Queue[ConnState]] = []
@@ -529,7 +231,7 @@ class NatsBus:
 
     def _refused(self, message: str) -> bool:
         """A permission violation the server reported: fail whoever waits on it."""
-        m = _VIOLATION.search(message)
+        m = VIOLATION.search(message)
         if m is None:
             return False
         action, subject = m.group(1), m.group(2)
@@ -546,9 +248,9 @@ class NatsBus:
 
     @contextlib.asynccontextmanager
     async def _op(self, what: str, hint: str, *, cancel: bool = True) -> AsyncIterator[None]:
-        """Map nats-py's errors (``_mapped``), and fail fast on a refusal (``_guarded``)."""
+        """Map nats-py's errors (``mapped``), and fail fast on a refusal (``_guarded``)."""
         async with self._guarded(hint, cancel=cancel):
-            with _mapped(what):
+            with mapped(what):
                 yield
 
     @contextlib.asynccontextmanager
@@ -600,11 +302,11 @@ class NatsBus:
         async def on_error(exc: Exception) -> None:
             if holder and holder[0]._refused(str(exc)):
                 return
-            refusal = _refusal(str(exc))
-            if refusal is not None:
-                refusals.append(refusal)
+            reason = refusal(str(exc))
+            if reason is not None:
+                refusals.append(reason)
                 if holder:
-                    holder[0]._refusal = refusal
+                    holder[0]._refusal = reason
             log.debug("nats: %r", exc)
 
         def state(s: ConnState) -> Callable[[], Awaitable[None]]:
@@ -642,10 +344,10 @@ class NatsBus:
                 ) from None
             raise TransportError(f"cannot reach the lattice at {where}: {exc}") from None
         except nats.errors.Error as exc:
-            refusal = _refusal(str(exc))
-            if refusal is not None:
+            reason = refusal(str(exc))
+            if reason is not None:
                 raise Unauthorized(
-                    f"the lattice at {where} refused the connection: {refusal}"
+                    f"the lattice at {where} refused the connection: {reason}"
                 ) from None
             raise TransportError(f"cannot connect to {where}: {exc!r}") from None
         # Once connected, a lost server is retried for as long as we run.
@@ -685,7 +387,7 @@ class NatsBus:
             if isinstance(err, nats.errors.AuthorizationError):
                 self._refusal = "its credential was refused"
             elif err is not None:
-                self._refusal = _refusal(str(err)) or ""
+                self._refusal = refusal(str(err)) or ""
         for q in self._watchers:
             q.put_nowait(state)
         if state is ConnState.CLOSED:
@@ -718,7 +420,7 @@ class NatsBus:
             sub._end()
 
     async def flush(self, timeout: float = 10.0) -> None:
-        with _mapped("flushing"):
+        with mapped("flushing"):
             await self._nc.flush(timeout=max(1, round(timeout)))
 
     # --- core messages -----------------------------------------------------------------
@@ -728,7 +430,7 @@ class NatsBus:
     ) -> None:
         if len(data) > self._nc.max_payload:
             raise PayloadTooLarge(f"a message to {subject}", len(data), self.max_payload)
-        with _mapped(f"publishing to {subject}"):
+        with mapped(f"publishing to {subject}"):
             await self._nc.publish(subject, data, reply=reply, headers=headers)
 
     async def subscribe(self, subject: str, *, queue: str = "", pending: int = 65536) -> _Sub:
@@ -813,10 +515,10 @@ class NatsBus:
 
     # --- JetStream ---------------------------------------------------------------------
 
-    async def kv(self, bucket: BucketSpec) -> _KV:
+    async def kv(self, bucket: BucketSpec) -> NatsKV:
         kv = self._kv.get(bucket.name)
         if kv is None:
-            kv = self._kv[bucket.name] = _KV(await self._ensure_kv(bucket), bucket.name, self)
+            kv = self._kv[bucket.name] = NatsKV(await self._ensure_kv(bucket), bucket.name, self)
         return kv
 
     async def _ensure_kv(self, spec: BucketSpec) -> KeyValue:
@@ -840,7 +542,7 @@ class NatsBus:
                 # Another process created it between our look-up and create.
                 return await self._js.key_value(spec.name)
 
-    async def objects(self, bucket: BucketSpec) -> _Objects:
+    async def objects(self, bucket: BucketSpec) -> NatsObjects:
         store = self._objects.get(bucket.name)
         if store is None:
             async with self._op(f"opening object store {bucket.name}", bucket.name):
@@ -854,7 +556,7 @@ class NatsBus:
                         raw = await self._js.create_object_store(bucket.name, config)
                     except nats.js.errors.BadRequestError:
                         raw = await self._js.object_store(bucket.name)
-            store = self._objects[bucket.name] = _Objects(raw, bucket.name)
+            store = self._objects[bucket.name] = NatsObjects(raw, bucket.name)
         return store
 
     async def ensure_stream(self, stream: StreamSpec) -> None:
@@ -951,7 +653,7 @@ class NatsBus:
         subject: str,
         ack_wait: float,
         max_ack_pending: int,
-    ) -> _Pull:
+    ) -> NatsPull:
         await self.ensure_stream(stream)
         config = ConsumerConfig(
             ack_policy=AckPolicy.EXPLICIT,
@@ -964,7 +666,7 @@ class NatsBus:
             sub = await self._js.pull_subscribe(
                 subject, durable=durable, stream=stream.name, config=config
             )
-        return _Pull(sub, f"taking durable messages on {subject}")
+        return NatsPull(sub, f"taking durable messages on {subject}")
 
     async def replay(
         self, stream: StreamSpec, subjects: str, *, follow: bool

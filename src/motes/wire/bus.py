@@ -1,7 +1,8 @@
 """The ``Bus``: everything Motes needs from the lattice, as one protocol.
 
 Two implementations keep the same contract (``tests/wire/test_bus_contract.py`` runs
-against both): ``wire._nats.NatsBus``, the only module that imports nats-py, and
+against both): ``wire._nats.NatsBus`` (with ``_nats_js`` and ``_nats_errors``, the only
+modules that import nats-py), and
 ``wire.memory.MemoryBus``, an in-memory lattice for fast tests of the I/O shells.
 
 What the protocol offers, and how it reads at a call site:
