@@ -207,6 +207,10 @@ class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):
     reads: list[str] = []
     """Stored data the mote reads, as declared (capability strings); deploy turns each
     into its storage index (hex), which is all the scheduler's data-locality rule needs."""
+    sandbox: Literal["native", "wasm"] = "native"
+    """How its instances run: ``native`` (an ordinary Python process, only on nodes whose
+    owner granted the app's signer ``run`` with ``native``) or ``wasm`` (a WebAssembly
+    component under wasmtime, confined by fuel, a deadline and a memory limit)."""
 
 
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True, tag="app1"):
