@@ -98,6 +98,11 @@ class Contender:
         """Items/s of one map over ``n`` small items (ints), results checked."""
         raise NotImplementedError
 
+    async def map_heavy(self, kind: str, n: int, ms: int) -> float:
+        """Seconds for one map over ``n`` items of ``ms`` each (``nap``: asleep, ``burn``:
+        on the CPU), results checked."""
+        raise NotImplementedError
+
     async def startup(self, idle_s: float) -> tuple[float, float]:
         """(seconds from nothing to ready, RSS in MiB of one process after ``idle_s`` idle)."""
         raise NotImplementedError
@@ -115,16 +120,23 @@ class MotesContender(Contender):
         await self.client.call(self.mote, PAYLOAD)
 
     async def map_throughput(self, n: int) -> float:
+        return n / await self._map(self.mote, n)
+
+    async def map_heavy(self, kind: str, n: int, ms: int) -> float:
+        return await self._map(f"{self.mote}.{kind}", n)  # ms: fixed by bench/apps/heavy.py
+
+    async def _map(self, mote: str, n: int) -> float:
+        """Seconds for one map over ``range(n)``, every result checked, in order."""
         count = 0
         wrong = 0
         t0 = time.perf_counter_ns()
-        async for result in self.client.map(self.mote, range(n)):
+        async for result in self.client.map(mote, range(n)):
             wrong += result != count
             count += 1
         dt = (time.perf_counter_ns() - t0) / 1e9
         if count != n or wrong:
-            raise RuntimeError(f"map over {self.mote}: {count} results of {n}, {wrong} wrong")
-        return n / dt
+            raise RuntimeError(f"map over {mote}: {count} results of {n}, {wrong} wrong")
+        return dt
 
 
 class RawNatsContender(Contender):
@@ -308,6 +320,9 @@ class PeerContender(Contender):
 
     async def map_throughput(self, n: int) -> float:
         return float(await self._driver().ask("map_throughput", n=n))
+
+    async def map_heavy(self, kind: str, n: int, ms: int) -> float:
+        return float(await self._driver().ask("map_heavy", kind=kind, n=n, ms=ms))
 
     async def startup(self, idle_s: float) -> tuple[float, float]:
         peer = self.startup_peer

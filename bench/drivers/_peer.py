@@ -108,3 +108,15 @@ def children(parent: int, comm: str) -> list[int]:
         if head.split("(", 1)[-1] == comm and int(rest.split()[1]) == parent:
             out.append(int(name))
     return out
+
+
+def heavy(kind: str, x: int, ms: int) -> int:
+    """map_heavy's item: ``ms`` of sleep (``nap``) or of this process's CPU (``burn``),
+    as ``bench/apps/heavy.py`` does in a mote; returns ``x``."""
+    if kind == "nap":
+        time.sleep(ms / 1000)
+    else:
+        end = time.process_time() + ms / 1000
+        while time.process_time() < end:
+            pass
+    return x

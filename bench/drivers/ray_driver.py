@@ -7,7 +7,9 @@ its files under TMP), create one actor, warm up, then answer the harness's reque
 - ``call_throughput``: ``n`` calls all submitted, then one ``ray.get`` of them all, to the
   actor (mode ``actor``: one sync actor, one call at a time, as a sync mote) or as tasks
   (mode ``tasks``: ``echo.remote(b"x")``, run on the cluster's worker processes);
-- ``map_throughput``: ``ray.get([echo.remote(x) for x in range(n)])``, results checked.
+- ``map_throughput``: ``ray.get([echo.remote(x) for x in range(n)])``, results checked;
+- ``map_heavy``: the same over ``_peer.heavy`` (20 ms of sleep or CPU an item), each task
+  asking for 2/3 of a CPU so that three run at once, as three instances do in Motes.
 
 ``ray_driver.py startup TMP IDLE_S``: time ``ray.init()`` (after ``import ray``), stay idle
 IDLE_S seconds, measure the raylet's RSS, ``ray.shutdown()``, answer once.
@@ -51,6 +53,8 @@ def serve(tmp: str) -> None:
         def echo(x):
             return x
 
+        heavy = ray.remote(num_cpus=2 / 3)(_peer.heavy)
+
         actor = Echo.remote()
         ray.get(actor.echo.remote(PAYLOAD))
         ray.get([echo.remote(i) for i in range(200)])
@@ -76,12 +80,21 @@ def serve(tmp: str) -> None:
                 raise RuntimeError("wrong results")
             return n / dt
 
+        def map_heavy(kind: str, n: int, ms: int) -> float:
+            t0 = time.perf_counter_ns()
+            out = ray.get([heavy.remote(kind, x, ms) for x in range(n)])
+            dt = (time.perf_counter_ns() - t0) / 1e9
+            if out != list(range(n)):
+                raise RuntimeError("wrong results")
+            return dt
+
         _peer.send({"ready": True, "version": ray.__version__})
         _peer.serve(
             {
                 "call_rtt": call_rtt,
                 "call_throughput": call_throughput,
                 "map_throughput": map_throughput,
+                "map_heavy": map_heavy,
             }
         )
     finally:

@@ -58,9 +58,26 @@ async def test_map_keeps_input_order(client: Mesh) -> None:
     items = list(range(5000))
     results = [r async for r in client.map("kit.echo", items)]
     assert results == items
-    served = {i.node: i.served for i in await client.ops.ps() if i.mote == "echo"}
-    assert sum(served.values()) == len(items)
-    assert sum(1 for n in served.values() if n > 0) >= 2  # the batches were spread
+
+    async def spread() -> bool:  # instances report what they served every status_s or so
+        served = {i.node for i in await client.ops.ps() if i.mote == "echo" and i.served}
+        return len(served) >= 2
+
+    await eventually(spread, what="the batches served on two nodes or more")
+
+
+async def test_a_map_of_heavy_items_reaches_every_instance(client: Mesh) -> None:
+    """60 items of 30 ms over three instances: batches sized from the measured item time
+    (one item each here), not packed into one message that one instance serves alone."""
+    await client.deploy(APPS / "naps.py")
+    instances = await ready(client, "naps.nap", 3)
+    results = [r async for r in client.map("naps.nap", range(60))]
+    assert [x for x, _ in results] == list(range(60))
+    by_pid: dict[int, int] = {}
+    for _, pid in results:
+        by_pid[pid] = by_pid.get(pid, 0) + 1
+    assert set(by_pid) == {i.pid for i in instances}, by_pid
+    assert min(by_pid.values()) >= 5, by_pid
 
 
 async def test_map_item_errors(client: Mesh) -> None:

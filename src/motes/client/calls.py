@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from .._aio import outcome, owned_tasks
-from ..errors import BadMessage, EncodeError, MotesError, PayloadTooLarge, RequestError
+from ..errors import BadMessage, MotesError, RequestError
 from ..ids import MoteRef
 from ..runtime.actors import shard_of
 from ..wire import subjects
@@ -29,27 +29,18 @@ from ..wire.messages import (
     TRACE_NODE,
     TRACE_WALL_US,
     ActorCall,
+    BatchReply,
     Call,
     Err,
     FlowDef,
     Ok,
 )
+from ._batches import BatchSizer, batches, encode_batch
 from ._core import Core
-from ._items import aiter_of, item_result
+from ._items import item_result
 from .durable import CallHandle, Durable, Flow, QueueStat
 
 __all__ = ["ActorRef", "Calls", "Served"]
-
-_BATCH_BYTES = 256 * 1024
-_BATCH_ITEMS = 512
-_raw_encoder = msgspec.msgpack.Encoder()
-
-
-class _RawBatch(msgspec.Struct, array_like=True, tag="b1"):
-    """Encodes exactly like ``Batch``, from items already encoded one by one."""
-
-    items: list[msgspec.Raw]
-    timeout_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,8 +145,9 @@ class Calls:
     ) -> AsyncIterator[Any]:
         """Call ``app.mote`` once per item, in parallel; yield results in input order.
 
-        Items travel in batches (up to 256 KiB or 512 items a message) and up to
-        ``window`` batches are in flight at once, spread over the mote's instances.
+        Items travel in batches, each sized to about 5 ms of the mote's measured work
+        (from 1 to 512 items, at most 256 KiB; see ``_batches``), and up to ``window``
+        batches are in flight at once, spread over the mote's instances.
         An item's error is raised when its turn comes, unless ``return_exceptions``.
         With ``durable``, every item is a durable call (see ``submit``): all are queued
         first, then results are yielded in input order as they are stored.
@@ -167,6 +159,7 @@ class Calls:
             return
         timeout = self._core.timeout(timeout)
         limit = self._core.bus.max_payload
+        sizer = BatchSizer()
         pending: deque[asyncio.Task[list[Ok | Err] | Exception]] = deque()
 
         async def results() -> list[Ok | Err]:
@@ -177,8 +170,8 @@ class Calls:
 
         async with owned_tasks() as tasks:
             try:
-                async for batch in _batches(items, name, limit):
-                    send = outcome(self._send_batch(ref, batch, timeout))
+                async for batch in batches(items, name, limit, sizer):
+                    send = outcome(self._send_batch(ref, batch, timeout, sizer))
                     pending.append(tasks.create_task(send))
                     while len(pending) >= window:
                         for r in await results():
@@ -191,11 +184,14 @@ class Calls:
                     task.cancel()
 
     async def _send_batch(
-        self, ref: MoteRef, items: list[msgspec.Raw], timeout: float
+        self, ref: MoteRef, items: list[msgspec.Raw], timeout: float, sizer: BatchSizer
     ) -> list[Ok | Err]:
-        data = _raw_encoder.encode(_RawBatch(items, int(timeout * 1000)))
+        data = encode_batch(items, int(timeout * 1000))
         msg = await self._core.request(ref, subjects.call(ref.app, ref.mote), data, timeout)
-        return batch_results(decode_reply(msg), len(items))
+        reply = decode_reply(msg)
+        if isinstance(reply, BatchReply):
+            sizer.observe(len(items), reply.wall_us)
+        return batch_results(reply, len(items))
 
     # --- actors ----------------------------------------------------------------------
 
@@ -300,32 +296,3 @@ class ActorRef:
 
         invoke.__name__ = method
         return invoke
-
-
-async def _batches(
-    items: Iterable[Any] | AsyncIterable[Any], name: str, limit: int
-) -> AsyncIterator[list[msgspec.Raw]]:
-    budget = min(_BATCH_BYTES, limit // 2)
-    batch: list[msgspec.Raw] = []
-    size = 0
-    index = 0
-    async for item in aiter_of(items):
-        one = _encode_item(item, index, name, limit)
-        index += 1
-        if batch and (size + len(one) > budget or len(batch) >= _BATCH_ITEMS):
-            yield batch
-            batch, size = [], 0
-        batch.append(msgspec.Raw(one))
-        size += len(one)
-    if batch:
-        yield batch
-
-
-def _encode_item(item: Any, index: int, name: str, limit: int) -> bytes:
-    try:
-        data = _raw_encoder.encode([item])
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(f"item {index}", type(item).__name__, str(exc)) from None
-    if len(data) > limit - 64:
-        raise PayloadTooLarge(f"item {index} of the map over {name}", len(data), limit)
-    return data

@@ -385,10 +385,12 @@ class Worker:
             reply = await host.invoke(req.args, req.kwargs, req.timeout_ms)
             return reply, await self._respond(msg, self._encode_reply(reply))
         if isinstance(req, Batch):
+            began = time.perf_counter()
             results = await host.invoke_batch(req.items, req.timeout_ms)
+            wall_us = round((time.perf_counter() - began) * 1e6)
             for r in results:
                 self.meter.count(r)
-            return None, await self._respond(msg, self._encode_batch(results))
+            return None, await self._respond(msg, self._encode_batch(results, wall_us))
         self.meter.failed()
         err = BadMessage(f"{self._qualname()} is not an actor: call it without a key")
         return None, await self._respond(msg, encode_error(err))
@@ -430,9 +432,9 @@ class Worker:
             return encode_value_reply(reply.value, self.serving.max_payload, self._qualname())
         return encode(reply)
 
-    def _encode_batch(self, results: list[Ok | Err]) -> bytes:
+    def _encode_batch(self, results: list[Ok | Err], wall_us: int) -> bytes:
         try:
-            data = encode(BatchReply(results))
+            data = encode(BatchReply(results, wall_us))
         except (TypeError, ValueError, OverflowError):
             # Find the unencodable results and turn just those into errors.
             fixed: list[Ok | Err] = []
@@ -442,7 +444,7 @@ class Worker:
                     fixed.append(r)
                 except (TypeError, ValueError, OverflowError):
                     fixed.append(decode(self._encode_reply(r), Err))
-            data = encode(BatchReply(fixed))
+            data = encode(BatchReply(fixed, wall_us))
         return data
 
     def _qualname(self) -> str:

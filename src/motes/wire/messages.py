@@ -154,6 +154,8 @@ class Err(msgspec.Struct, frozen=True, array_like=True, tag="e1"):
 
 class BatchReply(msgspec.Struct, frozen=True, array_like=True, tag="br1"):
     results: list[Ok | Err]
+    wall_us: int = 0
+    """Time the worker spent on the whole batch: how ``map`` sizes the batches after it."""
 
 
 Reply = Ok | Err | BatchReply
