@@ -4,9 +4,10 @@ A score, never a veto. Each node's estimate (``NodeView.energy``: measured on th
 if the mote ran there, else its power model; see ``scheduler/energy.py``) is compared with
 the cheapest live node's: estimates within ``TOLERANCE`` of it count as equal (the models'
 own error bands are wider), beyond that the node loses ``weight`` per doubling, up to
-``CAP`` doublings. Batch work weighs joules most (``BATCH_WEIGHT``): a node twenty times
-cheaper then takes up to three instances before a costly one gets its first, and data
-locality (at most 5) gives way once the node with the data costs over 2.5 times more.
+``CAP`` doublings. Batch work weighs joules most (``BATCH_WEIGHT``): a node more than five
+times cheaper takes a second instance before a dearer one gets its first (never a third:
+the cap is two of spread's 10), and data locality (at most 5) gives way once the node with
+the data costs over 2.5 times more.
 Other motes (``WEIGHT``) go to the cheaper of otherwise equal nodes but never pile up
 for it (it stays below one more instance of the same mote, spread's 10). Batch work stays
 off machines on battery through the owner rule, whatever they cost.
