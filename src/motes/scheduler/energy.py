@@ -92,6 +92,11 @@ class EnergyBook:
 
     # --- estimates ---------------------------------------------------------------------
 
+    @property
+    def empty(self) -> bool:
+        """No power model and no history: nothing to estimate with (skip the work)."""
+        return not self._models and not self._costs
+
     def estimate(self, key: _MoteKey, nid: str) -> Estimate | None:
         """One more call of ``key`` on ``nid``; None if there is nothing to go on."""
         per_node = self._costs.get(key, {})

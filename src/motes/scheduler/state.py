@@ -658,14 +658,17 @@ class SchedulerState:
         }
 
     def _energy_view(self, nid: str, mote: MoteSpec, app: AppRecord) -> dict[str, Any]:
-        if not mote.energy:
+        if not mote.energy or self.energy.empty:
             return {}
         key = (app.name, mote.name)
-        nodes = self.nodes
         return {
             "energy": self.energy.estimate(key, nid),
-            "energy_least": self.energy.least(key, lambda n: n in nodes and nodes[n].alive),
+            "energy_least": self.energy.least(key, self._alive),
         }
+
+    def _alive(self, nid: str) -> bool:
+        node = self.nodes.get(nid)
+        return node is not None and node.alive
 
     def _reads_held(self, nid: str, mote: MoteSpec) -> int:
         if not mote.reads:
