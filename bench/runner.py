@@ -17,9 +17,10 @@ How a run goes:
    one unrecorded warm-up each, and reports the median over repetitions. A row's ratio is
    motes ÷ peer of those medians, so it reads the same way as the goals in
    /work/shared/BENCHMARKS.md (lower is better for times and sizes, higher for rates).
-   ``netdecides``, ``store`` (a 10-node mesh beside a 10-node Tahoe-LAFS grid) and
-   ``locality`` (a 4-node mesh) start what they measure themselves. A metric that fails
-   gives a row saying so (``note``) and the run goes on; so does a peer that fails.
+   ``netdecides``, ``store`` (a 10-node mesh beside a 10-node Tahoe-LAFS grid),
+   ``locality`` and ``energy`` (4-node meshes) start what they measure themselves. A
+   metric that fails gives a row saying so (``note``) and the run goes on; so does a
+   peer that fails.
 5. Every peer process is stopped and its namespace swept (strays killed and reported),
    ``bench/results/<UTC date>-<host>.json`` is written (``...-quick.json`` for a quick
    run, which git ignores) and a table printed; a full run of every metric with the
@@ -91,6 +92,7 @@ METRICS = (
     "netdecides",
     "store",
     "locality",
+    "energy",
     "auth_cost",
     "meter_cost",
     "sandbox_exec",
@@ -108,6 +110,7 @@ TAHOE = "tahoe-lafs"  # store: a grid started by bench/store.py itself
 ZFEC = "zfec encode"  # store: raw zfec in the harness's process, the ceiling for put
 RULE_OFF = "rule off"  # locality: the same job without the data-locality rule
 POOL = "process pool"  # map_heavy: concurrent.futures.ProcessPoolExecutor, 3 workers
+SPREAD = "spread"  # energy: the same job placed without the energy rule
 
 # Which peers each metric compares against, by contender name.
 PEERS: dict[str, list[str]] = {
@@ -148,6 +151,7 @@ GOALS: dict[tuple[str, str | None], Goal] = {
     ("store_put_MiBps", TAHOE): Goal(">=", 20),
     ("store_put_MiBps", ZFEC): Goal(">=", 0.6),
     ("store_get_MiBps", TAHOE): Goal(">=", 20),
+    ("energy_saved", SPREAD): Goal("<=", 0.8),  # >= 20 % fewer joules than spread alone
 }
 
 
@@ -182,6 +186,10 @@ class Sizes:
     locality_calls: int = 3
     """locality: calls to the job, with the rule and without (the first reads from the
     nodes, later ones find the data in the node's cache)."""
+    energy_calls: int = 100
+    """energy: calls per repetition, with the energy rule and with spread alone."""
+    energy_ms: float = 20.0
+    """energy: CPU milliseconds each call burns."""
 
     def count(self, metric: str, who: str, default: int) -> int:
         return self.peer_counts.get(metric, {}).get(who, default)
@@ -227,6 +235,7 @@ QUICK = Sizes(
     ),
     store_mib=64,
     store_reps=2,
+    energy_calls=40,
 )
 
 
@@ -686,6 +695,21 @@ def _locality_text(d: dict[str, Any] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _energy_text(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    jobs = d["jobs"]
+    return f"""- `energy_saved`: a 4-node mesh, power profiles set in the nodes' config (watts per
+  core, idle / full load): {d["power_w_per_core"]}. The same batch mote (`min=max=
+  {d["instances"]}`, {d["ms"]:g} ms of CPU per call) as `job_on` (the energy rule, placed
+  {jobs["on"]["placed"]}) and `job_off` (`energy=False`: spread alone, placed
+  {jobs["off"]["placed"]}); {d["calls"]} calls per repetition, {d["instances"]} in flight,
+  interleaved; joules are the growth of the instances' meter totals (CPU seconds times
+  the node's full-load watts per core): estimates under simulated profiles on one
+  machine, not wattmeter readings. Ratio: on ÷ off.
+"""
+
+
 def write_results_md(doc: dict[str, Any], text: str, json_path: Path) -> None:
     m, v, z, run = doc["machine"], doc["versions"], doc["sizes"], doc["run"]
     results = [Result(**r) for r in doc["results"]]
@@ -758,7 +782,8 @@ distributed {v.get("distributed")}, tahoe-lafs {v.get("tahoe-lafs")}.
   2 worker processes of one thread: nats-server, the node, its workers, the responder,
   the peers and the benchmark client all share the machine's CPUs.
 {_store_text(doc.get("details", {}).get("store"))}\
-{_locality_text(doc.get("details", {}).get("locality"))}
+{_locality_text(doc.get("details", {}).get("locality"))}\
+{_energy_text(doc.get("details", {}).get("energy"))}
 {NOTES_MARK}"""
     path.write_text(body + notes)
 

@@ -8,6 +8,7 @@ from typing import Any
 from motes.scheduler.state import Assign, Elected, Heartbeat, SchedulerState
 from motes.wire.messages import (
     AppRecord,
+    CallCost,
     InstanceSpec,
     Inventory,
     Load,
@@ -15,6 +16,7 @@ from motes.wire.messages import (
     NodeAssignment,
     NodeRecord,
     Power,
+    PowerProfile,
 )
 
 FAILURE_TIMEOUT = 1.5
@@ -31,7 +33,10 @@ def node(
     os: str = "linux",
     screen: bool = False,
     camera: bool = False,
+    watts: float | None = None,
 ) -> NodeRecord:
+    """``watts``: the node advertises a power model of that many watts per core at full
+    load (a quarter of it at idle); None: no power model."""
     inventory = Inventory(
         cpus=cpus, memory_mb=memory_mb, arch=arch, os=os, gpus=gpus, screen=screen, camera=camera
     )
@@ -43,6 +48,13 @@ def node(
         pid=1,
         inventory=inventory,
         labels=labels or {},
+        power_model=None if watts is None else profile(watts),
+    )
+
+
+def profile(watts: float, *, cores: int = 4) -> PowerProfile:
+    return PowerProfile(
+        idle_w=watts / 4, max_w=watts, cores=cores, method="model:config:owner", band=0.3
     )
 
 
@@ -134,12 +146,19 @@ def beat(
     ready: bool = True,
     work: dict[str, int] | None = None,
     power: Power | None = None,
+    costs: dict[str, CallCost] | None = None,
 ) -> Heartbeat:
     """A heartbeat from ``nid`` as its agent would send it: with ``ready``, every instance
     the node is assigned reports serving (a crashlooping one never does)."""
     serving = frozenset(i.iid for i in state.assigned.get(nid, [])) if ready else frozenset()
     return Heartbeat(
-        now=now, node=nid, load=Load(), ready=serving, work=work or {}, power=power or Power()
+        now=now,
+        node=nid,
+        load=Load(),
+        ready=serving,
+        work=work or {},
+        power=power or Power(),
+        costs=costs or {},
     )
 
 

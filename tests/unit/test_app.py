@@ -192,6 +192,15 @@ def test_an_unknown_owner_context_is_refused() -> None:
         App("demo").mote(name="m", kind="gpu")(lambda: None)
 
 
+def test_a_mote_may_opt_out_of_energy_aware_placement() -> None:
+    app = App("demo")
+    app.mote(name="fast", energy=False)(lambda: None)
+    app.mote(name="any")(lambda: None)
+    assert [s.energy for s in app.specs()] == [False, True]
+    with pytest.raises(BadApp, match=r"mote demo\.m: energy must be True or False, not 'no'"):
+        App("demo").mote(name="m", energy="no")(lambda: None)  # type: ignore[call-overload]
+
+
 @pytest.mark.parametrize("idle", [0, -1, 0.0, True, "30", None])
 def test_idle_must_be_a_positive_number_of_seconds(idle: object) -> None:
     with pytest.raises(BadApp, match=r"mote demo\.m: idle must be a number of seconds > 0"):

@@ -9,7 +9,17 @@ from sched_builders import app, assign, beat, elected, fresh, inst, mote, node, 
 from motes.scheduler.state import AppPut, DrainSet, NodeUp, PresenceSet, SchedulerState
 from motes.wire.messages import NodeAssignment, Power, Verdict
 
-RULES = ["liveness", "trust", "resources", "capabilities", "labels", "owner", "locality", "spread"]
+RULES = [
+    "liveness",
+    "trust",
+    "resources",
+    "capabilities",
+    "labels",
+    "owner",
+    "locality",
+    "energy",
+    "spread",
+]
 TWO = app("a", mote(min=2))
 
 

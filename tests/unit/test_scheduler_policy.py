@@ -47,6 +47,7 @@ def test_rules_are_judged_in_the_order_motes_why_shows_them() -> None:
         "labels",
         "owner",
         "locality",
+        "energy",
         "spread",
     ]
 
@@ -258,6 +259,7 @@ def test_judge_gives_a_vetoed_node_no_score_but_every_verdict() -> None:
         ("labels", False),
         ("owner", True),
         ("locality", True),
+        ("energy", True),
         ("spread", True),
     ]
 

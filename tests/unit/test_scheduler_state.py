@@ -33,7 +33,17 @@ from motes.scheduler.state import (
 )
 from motes.wire.messages import Load, NodeAssignment
 
-RULES = ["liveness", "trust", "resources", "capabilities", "labels", "owner", "locality", "spread"]
+RULES = [
+    "liveness",
+    "trust",
+    "resources",
+    "capabilities",
+    "labels",
+    "owner",
+    "locality",
+    "energy",
+    "spread",
+]
 A = app("a", mote(min=3))
 
 

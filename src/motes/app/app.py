@@ -72,6 +72,7 @@ class App:
         spread: Literal["spread", "pack"] = "spread",
         kind: Literal["any", "batch", "interactive"] = "any",
         idle: float = 30.0,
+        energy: bool = True,
     ) -> Callable[[F], F]: ...
 
     def mote(self, fn: Any = None, /, **options: Any) -> Any:
@@ -102,6 +103,7 @@ class App:
         spread: Literal["spread", "pack"] = "spread",
         kind: Literal["any", "batch", "interactive"] = "any",
         idle: float = 30.0,
+        energy: bool = True,
     ) -> Callable[[C], C]: ...
 
     def actor(self, cls: Any = None, /, **options: Any) -> Any:
@@ -151,6 +153,8 @@ class App:
         usage = options.pop("kind", "any")
         if usage not in ("any", "batch", "interactive"):
             raise BadApp(f"{where}: kind must be 'any', 'batch' or 'interactive', not {usage!r}")
+        if not isinstance(options.get("energy", True), bool):
+            raise BadApp(f"{where}: energy must be True or False, not {options['energy']!r}")
         idle = options.get("idle", 30.0)
         if isinstance(idle, bool) or not isinstance(idle, int | float) or not idle > 0:
             raise BadApp(f"{where}: idle must be a number of seconds > 0, not {idle!r}")

@@ -40,6 +40,7 @@ from ..errors import (
 )
 from ..identity import KeyKind, SigningKey
 from ..identity.records import open_app, seal_node
+from ..meter.power import detect_model
 from ..runtime.assignments import trusted_assignment
 from ..scheduler.service import SchedulerService
 from ..trust.client import Credentials, NodeCredentials, PrincipalFiles
@@ -47,6 +48,7 @@ from ..wire import resources, subjects
 from ..wire.bus import KV, Bus, ConnState, Message, Subscription
 from ..wire.codec import decode, encode
 from ..wire.messages import (
+    CallCost,
     Heartbeat,
     InstanceSpec,
     InstanceState,
@@ -56,6 +58,7 @@ from ..wire.messages import (
     NodeState,
     NodeStatus,
     Power,
+    PowerProfile,
 )
 from .inventory import detect_inventory, read_power
 from .meter import MetricsServer, UsageLedger, openmetrics, publish_usage
@@ -108,19 +111,21 @@ class NodeAgent:
             )
         self.launcher = launcher or ProcessLauncher(self.config, self.creds)
         self._connect = connect
+        inventory = detect_inventory()
         self.record = NodeRecord(
             id=self.id,
             name=self.name,
             public_key=self.key.public,
             host=socket.gethostname(),
             pid=os.getpid(),
-            inventory=detect_inventory(),
+            inventory=inventory,
             labels=dict(config.node.labels),
             started_at=time.time(),
             version=__version__,
             machine=config.node.machine,
             role=config.node.role,
             link=config.node.link,
+            power_model=_power_profile(config, inventory.cpus),
         )
         self.scheduler: SchedulerService | None = None
         self.instances: dict[str, _Instance] = {}
@@ -128,6 +133,8 @@ class NodeAgent:
         self.loads: dict[str, InstanceStatus] = {}
         self.state = NodeState.STARTING
         self.power = Power()
+        self._costs = UsageLedger(self.id)
+        """What the instances used since the last heartbeat (``Heartbeat.costs``)."""
         self._desired: list[InstanceSpec] = []
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -352,8 +359,29 @@ class NodeAgent:
             iid: s.inflight + s.queued for iid, s in self.loads.items() if s.inflight + s.queued
         }
         return Heartbeat(
-            node=self.id, seq=seq, load=self.load(), ready=ready, work=work, power=self.power
+            node=self.id,
+            seq=seq,
+            load=self.load(),
+            ready=ready,
+            work=work,
+            power=self.power,
+            costs=self._take_costs(),
         )
+
+    def _take_costs(self) -> dict[str, CallCost]:
+        """Per mote, what its calls here used since the last heartbeat (served ones)."""
+        costs: dict[str, CallCost] = {}
+        for row in self._costs.take(list(self.loads.values()), 0.0, 0.0).rows:
+            if row.calls <= 0:
+                continue
+            key = f"{row.app}.{row.mote}"
+            m, was = row.meter, costs.get(key, CallCost(calls=0, joules=0.0, cpu_s=0.0))
+            costs[key] = CallCost(
+                calls=was.calls + row.calls,
+                joules=was.joules + m.joules,
+                cpu_s=was.cpu_s + m.cpu_user_s + m.cpu_sys_s,
+            )
+        return costs
 
     async def _heartbeats(self) -> None:
         seq = 0
@@ -597,6 +625,18 @@ class NodeAgent:
         worker = self.warm.pop(0) if self.warm else await self._new_worker()
         self._spawn(self._fill_warm_pool(), "warm pool")
         return worker
+
+
+def _power_profile(config: Config, cores: int) -> PowerProfile | None:
+    """The power model the node's workers estimate joules with, as the record carries it
+    (none when the meter is off: its calls are then not measured either)."""
+    if config.node.meter == "off":
+        return None
+    node = config.node
+    model = detect_model(idle_w=node.power_idle_w, max_w=node.power_max_w)  # as the workers
+    return PowerProfile(
+        idle_w=model.idle_w, max_w=model.max_w, cores=cores, method=model.method, band=model.band
+    )
 
 
 def _labelled_power(power: Power, labels: dict[str, str]) -> Power:

@@ -67,11 +67,14 @@ class LocalMesh:
         auth: bool = True,
         listen: Listen | None = None,
         meter: str = "on",
+        power: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         """``auth``: the embedded lattice authenticates every connection (NATS operator
         mode; the mesh's keys under ``<home>/trust``). Off only to measure what it costs,
         and when ``url`` names a lattice started elsewhere. ``meter``: the nodes' call
-        meter (``[node] meter``; ``off`` only to measure what it costs).
+        meter (``[node] meter``; ``off`` only to measure what it costs). ``power``: node
+        name -> its power model's (idle, full-load) watts per core (``[node] power_idle_w``
+        and ``power_max_w``), to simulate machines of different kinds on one box.
 
         ``listen``: other machines reach this one there; its server is then the mesh's
         first hub (TLS with a certificate the mesh key signs, leaf nodes accepted), and
@@ -88,6 +91,7 @@ class LocalMesh:
             raise ValueError("a lattice reachable from other machines always authenticates")
         self.listen = listen
         self.meter = meter
+        self.power = dict(power or {})
         self._owner: LatticeConfig | None = None
         self._node_lattice: dict[str, LatticeConfig] = {}
         self._url = url
@@ -211,6 +215,7 @@ class LocalMesh:
         lattice = self._node_lattice.get(node.name) or LatticeConfig(
             servers=self.servers, domain=self._domain
         )
+        idle_w, max_w = self.power.get(node.name, (0.0, 0.0))
         return Config(
             home=str(self.home),
             lattice=lattice,
@@ -222,6 +227,8 @@ class LocalMesh:
                 machine=self.machine,
                 role="hub",
                 meter=self.meter,
+                power_idle_w=idle_w,
+                power_max_w=max_w,
             ),
         )
 

@@ -355,6 +355,7 @@ class SchedulerService:
                 ready=frozenset(hb.ready),
                 work=hb.work,
                 power=hb.power,
+                costs=hb.costs,
             )
         )
 

@@ -31,6 +31,7 @@ import msgspec
 from ..identity.grants import resource_matches
 from ..wire.messages import (
     AppRecord,
+    CallCost,
     InstanceSpec,
     Load,
     MoteSpec,
@@ -40,6 +41,7 @@ from ..wire.messages import (
     Power,
     WhyReply,
 )
+from .energy import EnergyBook
 from .policy import STICKY, NodeView, Rule, judge
 from .policy._types import amount
 from .policy.liveness import liveness
@@ -123,6 +125,8 @@ class Heartbeat:
     ready: frozenset[str] = frozenset()
     work: dict[str, int] = field(default_factory=dict)
     power: Power = field(default_factory=Power)
+    costs: dict[str, CallCost] = field(default_factory=dict)
+    """Per ``app.mote``: what its calls here used since the previous heartbeat."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +270,8 @@ class SchedulerState:
         self.busy_at: dict[MoteKey, float] = {}
         self.placed_at: dict[str, float] = {}
         """When each instance this leader placed was placed (for the autoscaler)."""
+        self.energy = EnergyBook()
+        """Power models and measured joules per call (the energy rule's estimates)."""
         self._events = 0
         self._iids = 0
         self._now = 0.0
@@ -287,8 +293,10 @@ class SchedulerState:
                     self.nodes[record.id] = _Node(record, event.now)
                 else:  # a record rewritten (or replayed by a watcher): keep what we know
                     known.record = record
+                self.energy.node(record.id, record.power_model)
             case NodeGone(node=node):
                 self.nodes.pop(node, None)
+                self.energy.drop_node(node)
             case Heartbeat():
                 if not self._heartbeat(event):
                     return []  # the common case: nothing to decide
@@ -304,6 +312,7 @@ class SchedulerState:
             case AppDeleted(name=name):
                 self.apps.pop(name, None)
                 self.scale = {k: v for k, v in self.scale.items() if k[0] != name}
+                self.energy.drop_app(name)
             case Demand(app=app, mote=mote):
                 spec = self._spec(app, mote)
                 if spec is None:
@@ -332,6 +341,8 @@ class SchedulerState:
         self.nodes = {
             nid: _Node(rec, min(ev.seen.get(nid, ev.now), ev.now)) for nid, rec in ev.nodes.items()
         }
+        for nid, rec in ev.nodes.items():
+            self.energy.node(nid, rec.power_model)
         self.apps = dict(ev.apps)
         self.assigned = {nid: list(a.instances) for nid, a in ev.assignments.items()}
         self.presence = ev.presence
@@ -366,6 +377,7 @@ class SchedulerState:
         node.ready = ev.ready
         node.power = ev.power
         node.work = ev.work
+        self.energy.observe(ev.node, ev.costs)  # steers new placements only
         return self._scale_out(ev.now) or changed
 
     def _expire(self, now: float, cause: str) -> list[Command]:
@@ -630,6 +642,7 @@ class SchedulerState:
             reads_here=self._reads_held(nid, mote),
             reads_most=max((self._reads_held(n, mote) for n in self.nodes), default=0),
             **self._trust_view(nid, app),
+            **self._energy_view(nid, mote, app),
         )
 
     def _trust_view(self, nid: str, app: AppRecord) -> dict[str, Any]:
@@ -643,6 +656,19 @@ class SchedulerState:
             "app_signer": self.signers.get(app.name, ""),
             "runs": trust.runs.get(nid, frozenset()) | trust.runs.get("*", frozenset()),
         }
+
+    def _energy_view(self, nid: str, mote: MoteSpec, app: AppRecord) -> dict[str, Any]:
+        if not mote.energy or self.energy.empty:
+            return {}
+        key = (app.name, mote.name)
+        return {
+            "energy": self.energy.estimate(key, nid),
+            "energy_least": self.energy.least(key, self._alive),
+        }
+
+    def _alive(self, nid: str) -> bool:
+        node = self.nodes.get(nid)
+        return node is not None and node.alive
 
     def _reads_held(self, nid: str, mote: MoteSpec) -> int:
         if not mote.reads:

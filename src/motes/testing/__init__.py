@@ -52,8 +52,10 @@ async def local_mesh(
     timing: Timing = FAST,
     auth: bool = True,
     meter: str = "on",
+    power: dict[str, tuple[float, float]] | None = None,
 ) -> AsyncIterator[LocalMesh]:
-    """An embedded lattice and ``nodes`` node processes; everything stops on exit."""
+    """An embedded lattice and ``nodes`` node processes; everything stops on exit.
+    ``power``: node name -> (idle, full-load) watts per core of its power model."""
     mesh = LocalMesh(
         tmp_path / "mesh",
         nodes=nodes,
@@ -62,6 +64,7 @@ async def local_mesh(
         write_mesh_file=False,
         auth=auth,
         meter=meter,
+        power=power,
     )
     await mesh.start()
     try:

@@ -23,6 +23,7 @@ __all__ = [
     "Batch",
     "BatchReply",
     "Call",
+    "CallCost",
     "Confinement",
     "DurableCall",
     "Err",
@@ -44,6 +45,7 @@ __all__ = [
     "NodeStatus",
     "Ok",
     "Power",
+    "PowerProfile",
     "Reply",
     "Request",
     "SchedEvent",
@@ -213,6 +215,10 @@ class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):
     """How its instances run: ``native`` (an ordinary Python process, only on nodes whose
     owner granted the app's signer ``run`` with ``native``) or ``wasm`` (a WebAssembly
     component under wasmtime, confined by fuel, a deadline and a memory limit)."""
+    energy: bool = True
+    """The ``energy`` placement rule prefers nodes that spend fewer (estimated) joules
+    per call of it; ``False``: place it without regard to joules (a latency-sensitive
+    mote that wants the fastest machine, not the most frugal)."""
 
 
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True, tag="app1"):
@@ -288,6 +294,21 @@ class Inventory(msgspec.Struct, frozen=True, kw_only=True, tag="inv1"):
     camera: bool = False
 
 
+class PowerProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """The node's power model (``motes.meter.power.PowerModel``), as it advertises it:
+    what the ``energy`` placement rule estimates with where a mote has not run yet."""
+
+    idle_w: float
+    """Watts per core at idle."""
+    max_w: float
+    """Watts per core at full load: the joules of one CPU second under the model."""
+    cores: int
+    method: str
+    """``model:{source}:{name}`` (source: ``config``, ``table`` or ``default``)."""
+    band: float
+    """Relative error of its estimates (0.3: +/- 30 %)."""
+
+
 class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, tag="node1"):
     """What a node publishes about itself when it joins (KV ``motes_nodes``)."""
 
@@ -308,6 +329,8 @@ class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, tag="node1"):
     """For a leaf: the hubs its machine dials."""
     metrics: str = ""
     """Where the node agent serves its meter as OpenMetrics text (loopback HTTP)."""
+    power_model: PowerProfile | None = None
+    """Its power model; None: it advertises none (an older node, or the meter is off)."""
 
 
 class Load(msgspec.Struct, frozen=True, kw_only=True, tag="load1"):
@@ -323,6 +346,15 @@ class Power(msgspec.Struct, frozen=True, kw_only=True, tag="power1"):
     battery_pct: float | None = None
 
 
+class CallCost(msgspec.Struct, frozen=True, kw_only=True):
+    """What one mote's calls on a node used since the node's previous heartbeat."""
+
+    calls: int
+    joules: float
+    """Estimated by the serving worker's meter (``MeterTotals.joules``)."""
+    cpu_s: float
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="hb1"):
     node: str
     seq: int
@@ -332,6 +364,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="hb1"):
     work: dict[str, int] = {}
     """Per instance: calls in flight plus calls queued at it (the autoscaler's signal)."""
     power: Power = Power()
+    costs: dict[str, CallCost] = {}
+    """Per mote (``app.mote``) that served calls since the previous heartbeat: what they
+    used (the ``energy`` rule's measured joules per call)."""
 
 
 class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag="nstat1"):

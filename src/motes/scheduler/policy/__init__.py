@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ...wire.messages import MoteSpec, Verdict
 from ._types import NodeView
 from .capabilities import capabilities
+from .energy import energy
 from .labels import labels
 from .liveness import liveness
 from .locality import locality
@@ -32,6 +33,7 @@ RULES: tuple[Rule, ...] = (
     labels,
     owner,
     locality,
+    energy,
     spread,
 )
 STICKY: tuple[Rule, ...] = (liveness, trust, capabilities, labels, owner)

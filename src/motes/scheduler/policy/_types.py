@@ -9,6 +9,19 @@ from ...wire.messages import Inventory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Estimate:
+    """The joules one more call of a mote would cost on a node, and where that comes from."""
+
+    joules: float
+    """Per call; per CPU second (the model's full-load watts per core) while no node has
+    measured the mote, the same unit on every node then."""
+    source: str
+    """``measured`` (its calls on this node) or ``model`` (the node's power model)."""
+    detail: str
+    """How it was reached, for ``motes why``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeView:
     id: str
     name: str
@@ -45,6 +58,10 @@ class NodeView:
     """The person who deployed (signed) the app being placed."""
     runs: frozenset[str] = frozenset()
     """People whose apps this node's owner (or an admin) lets it run."""
+    energy: Estimate | None = None
+    """Joules per call of the mote here; None: the node advertises no power model."""
+    energy_least: float = 0.0
+    """The lowest such estimate of any live node (the energy rule scores against it)."""
 
 
 def amount(needs: dict[str, Any], resource: str) -> float | None:
