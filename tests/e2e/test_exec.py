@@ -116,3 +116,51 @@ async def test_exec_needs_a_run_grant_on_that_node(tmp_path: Path) -> None:
             with pytest.raises(Forbidden, match="no run grant"):
                 await ada.exec(touch, writable={"/out": str(out)}, node="node-1")
         assert not (out / "ran").exists()
+
+
+TOOLS = """
+import motes
+
+app = motes.App("tools")
+
+
+@app.command(files={{"/data": {data!r}}}, timeout=5, min=1, max=1)
+def count(name: str) -> list[str]:
+    return ["wc", "-l", "/data/" + name]
+
+
+@app.command(timeout=1, min=1, max=1)
+def hang(text: str) -> motes.Command:
+    return motes.Command(argv=["sh", "-c", "cat; sleep 1000.4343"], stdin=text.encode())
+
+
+@app.command(min=1, max=1)
+def wrong() -> str:
+    return "not an argv"
+"""
+
+
+async def test_a_command_mote_runs_what_its_function_names_confined(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("three\nlines\nhere\n")
+    app = tmp_path / "tools.py"
+    app.write_text(TOOLS.format(data=str(data)))
+    async with local_mesh(tmp_path, nodes=1) as mesh, mesh.client(timing=FAST) as owner:
+        await owner.deploy(app)
+        done = await owner.call("tools.count", "in.txt")
+        assert done["returncode"] == 0 and done["stdout"] == b"3 /data/in.txt\n"
+        assert done["backend"] == "bwrap" and done["node"]
+        missing = await owner.call("tools.count", "nope.txt")
+        assert missing["returncode"] != 0 and b"nope.txt" in missing["stderr"]
+
+        with pytest.raises(SandboxLimit) as hit:
+            await owner.call("tools.hang", "hello")
+        assert hit.value.limit == "deadline" and hit.value.allowed == 1
+
+        async def gone() -> bool:
+            return not _running("1000.4343")
+
+        await eventually(gone, timeout=5, what="the command's tree being killed")
+        with pytest.raises(SandboxDenied, match="non-empty list"):
+            await owner.call("tools.wrong")

@@ -163,7 +163,9 @@ Reply = Ok | Err | BatchReply
 
 # --- apps and placement ----------------------------------------------------------------
 
-MoteKind = Literal["function", "actor"]
+MoteKind = Literal["function", "actor", "command"]
+"""``command``: a function mote whose function says which native program to run; the
+serving node runs it confined (``sandbox.command``). Placed and called like a function."""
 
 
 class Confinement(msgspec.Struct, frozen=True, kw_only=True, tag="conf1"):
