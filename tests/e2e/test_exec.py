@@ -5,7 +5,10 @@ without a ``run`` grant on a node is refused there and nothing runs."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,6 +56,16 @@ async def test_exec_runs_confined_on_the_node_asked(tmp_path: Path) -> None:
         seen = set(done.stdout.decode().split())
         assert not {"root", "home", "var", "srv"} & seen  # none of the node's own trees
         assert (await owner.exec(["cat", "/etc/hostname"])).returncode != 0
+
+        # The same from the command line: its output is ours, its exit status too.
+        cli = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "motes.cli", "--home", str(mesh.home), "--url", mesh.url,
+             "exec", "--node", "node-1", "--file", f"/data={data}", "--",
+             "sh", "-c", "cat /data/in.txt; echo no >&2; exit 4"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (cli.returncode, cli.stdout, cli.stderr) == (4, "three\nlines\nhere\n", "no\n")
 
         # No network unless granted: the lattice's own port, on loopback, is not there.
         port = int(mesh.url.rsplit(":", 1)[1])
