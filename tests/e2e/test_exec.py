@@ -78,6 +78,12 @@ async def test_exec_runs_confined_on_the_node_asked(tmp_path: Path) -> None:
         with pytest.raises(SandboxDenied, match="node's own files"):
             await owner.exec(["ls", "/n"], files={"/n": str(tmp_path)})
 
+        # Limits are positive, and no larger than the node can give.
+        with pytest.raises(SandboxDenied, match="positive"):
+            await owner.exec(["true"], timeout=-1)
+        with pytest.raises(SandboxDenied, match="this node has"):
+            await owner.exec(["true"], memory_mb=1 << 30)
+
         # Output is bounded, by the caller and by what one reply can carry.
         with pytest.raises(SandboxLimit) as hit:
             await owner.exec(["head", "-c", "100000", "/dev/zero"], output_bytes=1000)

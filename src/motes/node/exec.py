@@ -72,6 +72,9 @@ class ExecService:
             data = encode(Ok(await self.run(msg.subject, msg.data)))
         except MotesError as exc:
             data = encode_error(exc)
+        except Exception as exc:  # a bug or an OS failure here must not end the node
+            log.exception("an exec request failed")
+            data = encode_error(MotesError(f"node {self.node} failed to run it: {exc}"))
         try:
             await self.bus.publish(msg.reply, data)
         except RetryableError as exc:
