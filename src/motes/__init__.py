@@ -4,12 +4,12 @@ Public names only; see the README for a tour.
 """
 
 from . import errors
-from .app import App
+from .app import App, Command
 from .errors import MotesError, RemoteError
 
 __version__ = "0.1.0"
 
-__all__ = ["App", "MotesError", "RemoteError", "__version__", "connect", "errors"]
+__all__ = ["App", "Command", "MotesError", "RemoteError", "__version__", "connect", "errors"]
 
 
 def __getattr__(name: str) -> object:

@@ -34,6 +34,7 @@ ROLES: dict[str, tuple[str, acl.Scope]] = {
     "person (no grant)": ("person", acl.Scope(principal="pnone")),
     "person (call shop)": ("person", acl.Scope(principal="pshop", calls=SHOP)),
     "person (deploy shop)": ("person", acl.Scope(principal="pdep", calls=SHOP, deploys=SHOP)),
+    "person (run on n1)": ("person", acl.Scope(principal="prun", runs=(N1,))),
     "node n1": ("node", acl.Scope(principal=N1, node=N1)),
     "store of n1": ("store", acl.Scope(principal="nstore", node=N1)),
     "scheduler": ("scheduler", acl.Scope(principal="nsched", node=N1)),
@@ -52,8 +53,8 @@ LINK = "leaf link of n1"
 KV_GET = "$JS.motes.API.DIRECT.GET.KV_{b}.$KV.{b}.{k}"
 api = functools.partial(s.js_api, domain=s.MESH_DOMAIN)
 CALLERS = {"admin", "person (call shop)", "person (deploy shop)", "shop's own code"}
-MEMBERS = {"admin", "person (call shop)", "person (deploy shop)"}
-"""People with any call or deploy grant: they may see the mesh's map."""
+MEMBERS = {"admin", "person (call shop)", "person (deploy shop)", "person (run on n1)"}
+"""People with any call, deploy or run grant: they may see the mesh's map."""
 
 
 def _watch(bucket: str) -> str:
@@ -71,6 +72,16 @@ MATRIX: list[tuple[str, str, str, set[str]]] = [
     ("call another app", "pub", s.call("bank", "pay"), {"admin"} | {LINK}),
     ("serve shop.price", "sub", s.call("shop", "price"), {"admin", "instance shop.price"} | {LINK}),
     ("serve another mote", "sub", s.call("bank", "pay"), {"admin"} | {LINK}),
+    (
+        "run a program on n1 as itself",
+        "pub",
+        s.exec_request(N1, "prun"),
+        {"admin", LINK} | {"person (run on n1)"},
+    ),
+    ("run a program on n2", "pub", s.exec_request(N2, "prun"), {"admin", LINK}),
+    ("run a program on n1 as another", "pub", s.exec_request(N1, "pshop"), {"admin", LINK}),
+    ("serve n1's programs", "sub", s.exec_request(N1, "*"), {"admin", "node n1", LINK}),
+    ("serve n2's programs", "sub", s.exec_request(N2, "*"), {"admin", LINK}),
     ("own heartbeat", "pub", s.heartbeat(N1), {"admin", "node n1"} | {LINK}),
     ("another node's heartbeat", "pub", s.heartbeat(N2), {"admin"}),
     ("report own usage", "pub", s.usage(N1), {"admin", "node n1", LINK}),
@@ -200,7 +211,7 @@ MATRIX: list[tuple[str, str, str, set[str]]] = [
         "read the app's own record",
         "pub",
         KV_GET.format(b=s.KV_APPS, k="shop"),
-        CALLERS | {"node n1", "scheduler"} | {LINK},
+        CALLERS | MEMBERS | {"node n1", "scheduler"} | {LINK},
     ),
     ("upload a bundle", "pub", "$O.motes_bundles.C.abc", {"admin", "person (deploy shop)"}),
     (

@@ -243,3 +243,24 @@ def test_an_actor_needs_at_least_one_shard(shards: int) -> None:
 
         @app.actor(shards=shards)
         class Counter: ...
+
+
+def test_a_command_mote_records_how_its_programs_are_confined() -> None:
+    app = App("tools")
+
+    @app.command(files={"/data": "/srv/data"}, timeout=5, memory_mb=64, min=0)
+    def count(name: str) -> list[str]:
+        return ["wc", "-l", "/data/" + name]
+
+    assert count("x") == ["wc", "-l", "/data/x"]  # still a plain function locally
+    assert app.specs() == [MoteSpec(name="count", kind="command", min=0, concurrency=4)]
+    confine = app.motes["count"].confine
+    assert confine is not None and confine.files == {"/data": "/srv/data"}
+    assert (confine.timeout_s, confine.memory_mb, confine.net) == (5, 64, False)
+    assert confine.output_bytes == 1 << 20
+    with pytest.raises(BadApp, match=r"tools\.bad"):
+        app.command(name="bad", memory_mb="lots")(lambda: ["true"])
+    with pytest.raises(BadApp, match="decorates a function"):
+        app.command(type("NotAFunction", (), {}))
+    with pytest.raises(BadApp, match="not a function mote"):
+        app.flow("f", ["count"])

@@ -2,6 +2,11 @@
 
 Decorators record a ``MoteSpec`` and return the decorated object unchanged, so the same
 function still runs locally (in tests, or as a reference computation).
+
+``@app.command`` declares a command mote: its function returns the argv of a native
+program (or a ``Command``: argv, extra read-only files, stdin), and the node serving the
+call runs that program confined as the decorator says (``sandbox.command``); the call's
+result is the program's ``ExecResult`` fields, as ``mesh.exec`` gives them.
 """
 
 from __future__ import annotations
@@ -9,14 +14,16 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
+
+import msgspec
 
 from ..errors import BadApp, RequestError
 from ..ids import check_name
-from ..wire.messages import MoteKind, MoteSpec
+from ..wire.messages import Confinement, MoteKind, MoteSpec
 
-__all__ = ["App", "Declared", "check_flow"]
+__all__ = ["App", "Command", "Declared", "check_flow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -25,6 +32,9 @@ _ASYNC_CONCURRENCY = 64
 _AMOUNTS = {"cpu", "memory_mb", "gpu"}
 """Needs that are quantities, reserved on the node; the rest are capabilities."""
 _NEEDS_KEYS = _AMOUNTS | {"screen", "camera", "arch", "os"}
+_COMMAND_CONCURRENCY = 4
+"""Programs one command mote instance runs at once, unless declared."""
+_CONFINE_KEYS = ("files", "writable", "net", "timeout", "memory_mb", "output_bytes", "env")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,19 @@ class Declared:
 
     spec: MoteSpec
     target: Any
+    confine: Confinement | None = None
+    """Command motes: how their programs are confined."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """What a command mote's function may return instead of a bare argv."""
+
+    argv: list[str]
+    files: dict[str, str] = field(default_factory=dict)
+    """More read-only paths for this call (``{inside: on the node}``), beside the
+    declared ones."""
+    stdin: bytes = b""
 
 
 class App:
@@ -121,6 +144,37 @@ class App:
 
         return register(cls) if cls is not None else register
 
+    def command(self, fn: Any = None, /, **options: Any) -> Any:
+        """Declare a command mote: a function returning the argv of a native program
+        (or a ``Command``), which the serving node runs confined, under bubblewrap
+        (else Landlock, else the call fails with ``SandboxUnavailable``).
+
+        Confinement options (as ``mesh.exec``): ``files`` and ``writable``
+        (``{inside: on the node}``), ``net`` (default False), ``timeout`` (s, 30),
+        ``memory_mb`` (256), ``output_bytes`` (1 MiB), ``env``; the rest as ``@app.mote``.
+        A call returns the program's ``ExecResult`` fields as a dict; a non-zero exit
+        status is a result, a limit hit is ``SandboxLimit``.
+        """
+
+        def register(target: F) -> F:
+            if not callable(target) or inspect.isclass(target):
+                raise BadApp(f"@{self.name}.command decorates a function, not {target!r}")
+            self._add("command", target, options)
+            return target
+
+        return register(fn) if fn is not None else register
+
+    def _confinement(self, where: str, options: dict[str, Any]) -> Confinement:
+        """Take a command's confinement options out of ``options``."""
+        given = {k: options.pop(k) for k in _CONFINE_KEYS if k in options}
+        if "timeout" in given:
+            given["timeout_s"] = given.pop("timeout")
+        given.setdefault("output_bytes", 1 << 20)
+        try:
+            return msgspec.convert(given, Confinement)
+        except msgspec.ValidationError as exc:
+            raise BadApp(f"{where}: {exc}") from None
+
     def _add(self, kind: MoteKind, target: Any, options: dict[str, Any]) -> None:
         options = dict(options)  # a decorator may be reused: never consume its options
         name = check_name("mote", options.pop("name", None) or target.__name__)
@@ -135,6 +189,7 @@ class App:
             value = needs[res]
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise BadApp(f"{where}: needs[{res!r}] must be a number >= 0, not {value!r}")
+        confine = self._confinement(where, options) if kind == "command" else None
         labels = {str(k): str(v) for k, v in (options.pop("labels", None) or {}).items()}
         for key in ("min", "max", "concurrency", "shards"):
             if key in options and (
@@ -161,6 +216,8 @@ class App:
         # The autoscaler's target per instance: sync handlers take one call at a time.
         if kind == "function" and not inspect.iscoroutinefunction(target):
             options["concurrency"] = 1
+        elif kind == "command" and not options.get("concurrency"):
+            options["concurrency"] = _COMMAND_CONCURRENCY
         elif not options.get("concurrency"):
             options["concurrency"] = _ASYNC_CONCURRENCY
         try:
@@ -169,7 +226,7 @@ class App:
             )
         except TypeError as exc:
             raise BadApp(f"{where}: {exc}") from None
-        self.motes[name] = Declared(spec, target)
+        self.motes[name] = Declared(spec, target, confine)
 
     def flow(self, name: str, stages: list[str | Callable[..., Any]]) -> None:
         """Wire function motes into a flow: each stage's result is the next one's argument.
@@ -214,7 +271,7 @@ def check_flow(app: str, flow: str, stages: list[str], kinds: Mapping[str, str])
             known = ", ".join(sorted(kinds)) or "none"
             raise BadApp(f"{where}: {stage!r} is not a mote of {app} (motes: {known})")
         if kind != "function":
-            raise BadApp(f"{where}: {stage!r} is an actor; flow stages are function motes")
+            raise BadApp(f"{where}: {stage!r} is not a function mote (it is {kind!r})")
     if len(set(stages)) != len(stages):
         raise BadApp(f"{where}: a stage appears twice in {stages}; each runs once per item")
     return list(stages)

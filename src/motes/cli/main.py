@@ -17,7 +17,7 @@ from .._proc import run_main
 from ..client import connect
 from ..config import Config, load_config
 from ..errors import MotesError, RemoteError, RequestError
-from . import dashboard, local, mesh_cmds, store, trust_cmds, usage_cmds
+from . import dashboard, exec_cmds, local, mesh_cmds, store, trust_cmds, usage_cmds
 from .registry import COMMANDS, Command, Kind
 from .render import json_text, text
 
@@ -25,6 +25,7 @@ __all__ = ["main"]
 
 _ = (
     dashboard,
+    exec_cmds,
     local,
     mesh_cmds,
     store,

@@ -234,7 +234,7 @@ class Durable:
 
     async def _function_spec(self, ref: MoteRef) -> MoteSpec:
         spec = await self._spec(ref)  # UnknownMote if no deployed app declares it
-        if spec.kind != "function":
+        if spec.kind == "actor":
             raise RequestError(f"{ref} is an actor; durable calls go to function motes")
         return spec
 

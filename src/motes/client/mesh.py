@@ -7,7 +7,8 @@
 - ``mesh.store``: the store (``put``, ``get``, ``open``, ``writer``, ``ls``, ``check``, ...);
 - ``mesh.blocks``: blocks (``create``, ``get``, ``update``, ``children``, ...) and their
   computed cells (``mesh.blocks.cells``);
-- ``mesh.events()``: what changes in the mesh, as it happens.
+- ``mesh.events()``: what changes in the mesh, as it happens;
+- ``mesh.exec(argv)``: a native program run confined on a node (``client.exec``).
 
 The commonest calls have shortcuts on the mesh itself: ``mesh.call``, ``mesh.map``,
 ``mesh.actor``, ``mesh.submit``, ``mesh.deploy``.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,15 +35,17 @@ from ..trust.client import Credentials, PrincipalFiles
 from ..trust.keyring import write_secret
 from ..wire import acl, subjects
 from ..wire.bus import Bus
+from ..wire.messages import ExecResult
 from ._core import Core
 from .apps import Apps
 from .calls import ActorRef, Calls
 from .durable import CallHandle, Flow, QueueStat
 from .events import EventFeed
+from .exec import run_program
 from .ops import Ops
 from .trust import Trust
 
-__all__ = ["ActorRef", "CallHandle", "Flow", "Mesh", "QueueStat", "connect"]
+__all__ = ["ActorRef", "CallHandle", "ExecResult", "Flow", "Mesh", "QueueStat", "connect"]
 
 
 class Mesh:
@@ -97,6 +100,48 @@ class Mesh:
         listens from the start of the block (``async for`` alone, from the first event
         asked for); leaving the block, or ``aclose()``, stops it."""
         return EventFeed(self.bus)
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        files: Mapping[str, str] | None = None,
+        writable: Mapping[str, str] | None = None,
+        net: bool = False,
+        timeout: float = 30.0,
+        memory_mb: int = 256,
+        output_bytes: int | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes = b"",
+        node: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        """Run the program ``argv`` on a node, confined: a read-only system, a private
+        ``/tmp``, its own PID namespace, and of the node's files only ``files``
+        (``{path inside: path on the node}``, read-only) and ``writable``; no network
+        unless ``net``. At ``timeout`` seconds its whole process tree is killed.
+
+        On ``node`` (name or id), else on a node with ``labels``. Its exit status,
+        output (stdout plus stderr at most ``output_bytes``, by default what one reply
+        carries), wall and CPU time, or a typed error: ``Forbidden`` without a ``run``
+        grant on that node, ``SandboxLimit`` naming the limit it hit, ``SandboxDenied``
+        for a view the node will not give, ``SandboxUnavailable`` where nothing there
+        can confine it. A non-zero exit status is a result, not an error.
+        """
+        return await run_program(
+            self._core,
+            argv,
+            files=files or {},
+            writable=writable or {},
+            net=net,
+            timeout=timeout,
+            memory_mb=memory_mb,
+            output_bytes=output_bytes,
+            env=env or {},
+            stdin=stdin,
+            node=node,
+            labels=labels or {},
+        )
 
     # --- shortcuts to the commonest calls ----------------------------------------------
 

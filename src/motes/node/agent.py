@@ -3,8 +3,9 @@
 It announces the node (KV record + heartbeats), runs a scheduler candidate, keeps warm
 workers, converges its workers on the node's assignment key (level-triggered: whatever
 the key says now is what should run), restarts crashed instances with backoff, keeps its
-store service running, answers mesh queries (nodes, ps) and ships worker output to the
-log stream. The node is ready once its store service is: a node that cannot store is
+store service running, answers mesh queries (nodes, ps), runs the native programs
+asked of it confined (``node.exec``: ``mesh.exec``) and ships worker output to the log
+stream. The node is ready once its store service is: a node that cannot store is
 not one a user should be told is up.
 
 Every task it runs belongs to its TaskGroup, every subscription is read by one of them,
@@ -60,6 +61,7 @@ from ..wire.messages import (
     Power,
     PowerProfile,
 )
+from .exec import ExecService
 from .inventory import detect_inventory, read_power
 from .meter import MetricsServer, UsageLedger, openmetrics, publish_usage
 from .workers import Child, Launcher, ProcessLauncher, WorkerProc, new_worker_id
@@ -159,6 +161,7 @@ class NodeAgent:
             await self.bus.subscribe(subjects.CTL_NODES),
             await self.bus.subscribe(subjects.CTL_PS),
             await self.bus.subscribe(subjects.instance_load(self.id)),
+            await self.bus.subscribe(subjects.exec_request(self.id, "*")),
         ]
         metrics = await self._start_metrics()
         try:
@@ -170,6 +173,7 @@ class NodeAgent:
                 tg.create_task(self._serve(subs[0], self._on_nodes))
                 tg.create_task(self._serve(subs[1], self._on_ps))
                 tg.create_task(self._serve(subs[2], self._on_load))
+                tg.create_task(self._exec_service().serve(subs[3]))
                 await nodes.put(self.id, seal_node(self.key, self.record))
                 tg.create_task(self._heartbeats())
                 tg.create_task(self._follow_assignment())
@@ -208,6 +212,18 @@ class NodeAgent:
                     pass
             if scheduler_bus is not None and scheduler_bus is not self.bus:
                 await scheduler_bus.close()
+
+    def _exec_service(self) -> ExecService:
+        """``mesh.exec`` here: the node's files hidden, as many runs at once as cores."""
+        inventory = self.record.inventory
+        return ExecService(
+            self.bus,
+            self.id,
+            mesh_key=self._mesh_key,
+            hidden=[str(self.home), str(self.config.home_path)],
+            slots=inventory.cpus,
+            memory_mb=inventory.memory_mb,
+        )
 
     async def _start_metrics(self) -> MetricsServer | None:
         """Serve the meter as OpenMetrics text on loopback; its address goes in our record."""

@@ -25,7 +25,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .._proc import process_main
@@ -87,7 +87,7 @@ class Worker:
         config: Config,
         wid: str,
         *,
-        hosts: Callable[[InstanceSpec, str], Sandbox] = host_for,
+        hosts: Callable[[InstanceSpec, str, Sequence[str]], Sandbox] = host_for,
         mote_config: bool = True,
         stopping: asyncio.Event | None = None,
         connect: Callable[[LatticeConfig, str], Awaitable[Bus]] | None = None,
@@ -250,7 +250,8 @@ class Worker:
             self.serving = await self._connect(own, f"instance {spec.iid}")
         if self._mote_config:
             self._give_mote_its_config(assign)
-        host = self._host = self._hosts(spec, self.node)
+        hidden = [p for p in (self.config.node.home, str(self.config.home_path)) if p]
+        host = self._host = self._hosts(spec, self.node, hidden)
         await host.load(Path(assign.bundle_dir), spec)
         assert self._tg is not None
         bus = self.serving

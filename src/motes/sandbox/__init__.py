@@ -7,13 +7,15 @@ keeps activations whose state it can hand out and take back as bytes. Everything
 host returns is an ``Ok`` or an ``Err``; it never raises for what user code did.
 
 Hosts: ``InProcessHost`` (``sandbox.inprocess``: the mote's module imported into the
-worker itself; for one's own code on one's own nodes). WebAssembly and command hosts
-will implement the same protocol; ``sandbox.confine`` already runs one native program
-confined (bubblewrap, else Landlock, else a typed refusal).
+worker itself; for one's own code on one's own nodes) and ``CommandHost``
+(``sandbox.command``: a command mote, whose function names a native program that
+``sandbox.confine`` runs confined: bubblewrap, else Landlock, else a typed refusal).
+A WebAssembly host will implement the same protocol.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,8 +68,13 @@ class Sandbox(Protocol):
     async def close(self) -> None: ...
 
 
-def host_for(spec: InstanceSpec, node: str) -> Sandbox:
-    """The host that runs ``spec`` on this node."""
+def host_for(spec: InstanceSpec, node: str, hidden: Sequence[str] = ()) -> Sandbox:
+    """The host that runs ``spec`` on this node; ``hidden``: the node's own files, which
+    no confined program may see."""
+    if spec.kind == "command":
+        from .command import CommandHost
+
+        return CommandHost(node, hidden)
     from .inprocess import InProcessHost
 
     return InProcessHost(node)

@@ -3,7 +3,8 @@ memory limits that rlimits cannot give (``RLIMIT_NPROC`` does not bind root, and
 ``RLIMIT_AS`` is virtual memory, not memory used).
 
 cgroup v2 (a writable directory under our own cgroup with ``pids`` and ``memory``
-enabled) or v1 (the ``pids`` and ``memory`` hierarchies, writable under our own path).
+enabled) or v1 (the ``pids`` and ``memory`` hierarchies, writable under our own path,
+and ``cpuacct`` where it is mounted, for the CPU time a run used).
 ``Cgroup.make`` returns None where neither works; the caller then says the limit is
 enforced by rlimits only. The child joins by writing ``0`` to ``cgroup.procs`` before it
 execs (``join``), so every process it forks is counted from the first.
@@ -56,6 +57,8 @@ class Cgroup:
 
     pids: Path | None = None
     memory: Path | None = None
+    cpuacct: Path | None = None
+    """v1 only: v2 counts CPU time in every cgroup (``cpu.stat``)."""
     v2: bool = False
     dirs: list[Path] = field(default_factory=list)
 
@@ -91,7 +94,7 @@ class Cgroup:
     @classmethod
     def _make_v1(cls, own: dict[str, str], name: str) -> Cgroup | None:
         group = cls()
-        for controller in ("pids", "memory"):
+        for controller in ("pids", "memory", "cpuacct"):
             base = _ROOT / controller
             if controller not in own or not (base / "cgroup.procs").exists():
                 continue
@@ -102,7 +105,10 @@ class Cgroup:
                 continue
             group.dirs.append(path)
             setattr(group, controller, path)
-        return group if group.dirs else None
+        if group.pids is None and group.memory is None:
+            group.remove()  # CPU accounting alone limits nothing
+            return None
+        return group
 
     def _limit(self, procs: int, memory_mb: int) -> None:
         if self.pids is not None:
@@ -150,6 +156,17 @@ class Cgroup:
             return int((self.memory / name).read_text()) / (1024 * 1024)
         except (OSError, ValueError):
             return 0.0
+
+    def cpu_s(self) -> float:
+        """CPU time (user + system) every process of the group has used; 0 if unknown."""
+        try:
+            if self.v2 and self.pids is not None:
+                return _events(self.pids / "cpu.stat", "usage_usec") / 1e6
+            if self.cpuacct is not None:
+                return int((self.cpuacct / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            pass
+        return 0.0
 
     def pids_in(self) -> list[int]:
         out: set[int] = set()

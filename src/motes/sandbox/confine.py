@@ -76,6 +76,8 @@ class Completed:
     wall_s: float
     peak_mb: float
     """The cgroup's memory high-water mark (0 where there is no memory cgroup)."""
+    cpu_s: float
+    """CPU time of the whole process tree, by cgroup (0 where none counts it)."""
     backend: Backend
     enforced: frozenset[str]
     """Limits enforced beyond the deadline and output: ``memory``, ``processes``."""
@@ -146,6 +148,14 @@ def _view(confine: Confinement, hidden: Sequence[str]) -> list[tuple[str, str, b
                     raise SandboxDenied(host, "it holds the node's own files (its keys)")
             out.append((real, guest, writable))
     return out
+
+
+def _check_limits(confine: Confinement) -> None:
+    """Every limit is a positive number (a caller on the wire may send anything)."""
+    for name in ("timeout_s", "memory_mb", "procs", "output_bytes", "tmp_mb", "file_mb"):
+        value = getattr(confine, name)
+        if isinstance(value, bool) or not value > 0 or value != value or value == float("inf"):
+            raise SandboxDenied(f"{name}={value!r}", "a limit must be a positive, finite number")
 
 
 def _env(confine: Confinement, tmp: str) -> dict[str, str]:
@@ -297,6 +307,7 @@ async def run_confined(
     if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
         raise SandboxDenied(repr(list(argv)), "argv must be a non-empty list of strings")
     what = what or os.path.basename(argv[0])
+    _check_limits(confine)
     chosen = backend(prefer, net=confine.net)
     view = _view(confine, hidden)
     group = await asyncio.to_thread(Cgroup.make, confine.procs, confine.memory_mb)
@@ -378,6 +389,7 @@ def _outcome(run: _Run, code: int | None, chosen: Backend) -> Completed:
         stderr=bytes(run.err),
         wall_s=time.monotonic() - run.started,
         peak_mb=peak,
+        cpu_s=group.cpu_s() if group is not None else 0.0,
         backend=chosen,
         enforced=frozenset(group.enforces if group is not None else set()),
     )

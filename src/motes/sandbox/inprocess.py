@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from ..app.app import Declared
 from ..app.bundle import MANIFEST, find_app
 from ..errors import BadApp, BadArgument, EncodeError, MotesError
 from ..wire.codec import error_reply
@@ -40,6 +41,8 @@ class InProcessHost:
         self._qualname = ""
         self._methods: dict[str, Handler] = {}
         self._objects: dict[str, Any] = {}
+        self.declared: Declared | None = None
+        """The mote as its app declares it, once loaded."""
 
     @property
     def is_async(self) -> bool:
@@ -51,7 +54,9 @@ class InProcessHost:
         sys.path.insert(0, str(bundle_dir))
         try:
             module = importlib.import_module(spec.module)
-            target = find_app(module, spec.app).target(spec.mote)
+            app = find_app(module, spec.app)
+            target = app.target(spec.mote)
+            self.declared = app.motes[spec.mote]
         except MotesError:
             raise
         except Exception as exc:

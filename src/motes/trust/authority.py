@@ -328,6 +328,7 @@ class Authority:
             calls=tuple(sorted({g.resource for g in grants if g.action in ("call", "deploy")})),
             deploys=tuple(sorted({g.resource for g in grants if g.action == "deploy"})),
             stores=any(g.action in ("read", "write") for g in grants),
+            runs=tuple(sorted({g.resource for g in grants if g.action == "run"})),
         )
         return self._mint(p.id, p.key, role, scope, SESSION_TTL_S, f"{p.kind} {p.name}")
 

@@ -61,6 +61,8 @@ class Scope:
     """App names (patterns) the holder may deploy."""
     stores: bool = False
     """May use the store as a client (put and get data)."""
+    runs: tuple[str, ...] = ()
+    """Node ids (or ``*``) the holder may run programs on (its ``run`` grants)."""
     schedules: bool = False
     """A node that may run the scheduler (a leaf link then carries its traffic)."""
     extra_pub: tuple[str, ...] = field(default=())
@@ -141,6 +143,12 @@ def _caller(scope: Scope) -> list[str]:
     return out
 
 
+def _runner(scope: Scope) -> list[str]:
+    """Asking the nodes of the scope's run grants to run a program, as itself: the
+    subject names the asker, so the node knows whose grant to check."""
+    return [s.exec_request("*" if n in ("*", ">") else n, scope.principal) for n in scope.runs]
+
+
 def _store_client(node: str = "") -> list[str]:
     return [
         s.store("*", "put"),
@@ -183,6 +191,7 @@ def _link(scope: Scope) -> tuple[list[str], list[str], int]:
         f"{s.PREFIX}.call.>",
         f"{s.PREFIX}.actor.>",
         f"{s.PREFIX}.durable.>",
+        s.exec_request("*", "*"),
         s.SCHED_DEMAND,
         s.SCHED_WHY,
         _api("STREAM.INFO", calls),
@@ -251,12 +260,13 @@ def permissions(role: str, scope: Scope) -> Permissions:
         sub += [s.EVENTS_ALL, s.PREFIX + ".>", "$KV.>", "$O.>"]
     elif role == "person":
         pub += _caller(scope)
+        pub += _runner(scope)
         if scope.deploys:
             pub += _write_objects(s.OBJ_BUNDLES)
             pub += _get_keys(s.KV_APPS, scope.deploys)
         if scope.stores:
             pub += _store_client()
-        if scope.calls or scope.deploys:
+        if scope.calls or scope.deploys or scope.runs:
             # The mesh's map: its nodes, what runs where, the apps deployed (`motes
             # nodes`, `ps`, `apps`): metadata, no payloads and no secrets.
             pub += [s.CTL_NODES, s.CTL_PS, *_read_bucket(s.KV_NODES), *_read_bucket(s.KV_APPS)]
@@ -280,7 +290,7 @@ def permissions(role: str, scope: Scope) -> Permissions:
             *_get_keys(s.KV_LEASE, [s.LEASE_KEY]),
             *_read_objects(s.OBJ_BUNDLES),
         ]
-        sub += [s.CTL_NODES, s.CTL_PS, s.instance_load(node)]
+        sub += [s.CTL_NODES, s.CTL_PS, s.instance_load(node), s.exec_request(node, "*")]
         responses = 1
     elif role == "store":
         pub += [

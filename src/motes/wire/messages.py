@@ -13,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 __all__ = [
+    "EXEC_REPLY_OVERHEAD",
     "LATENCY_BUCKETS",
     "TRACE_HEADER",
     "TRACE_INSTANCE",
@@ -27,6 +28,8 @@ __all__ = [
     "Confinement",
     "DurableCall",
     "Err",
+    "ExecRequest",
+    "ExecResult",
     "FlowDef",
     "Heartbeat",
     "InstanceSpec",
@@ -164,7 +167,9 @@ Reply = Ok | Err | BatchReply
 
 # --- apps and placement ----------------------------------------------------------------
 
-MoteKind = Literal["function", "actor"]
+MoteKind = Literal["function", "actor", "command"]
+"""``command``: a function mote whose function says which native program to run; the
+serving node runs it confined (``sandbox.command``). Placed and called like a function."""
 
 
 class Confinement(msgspec.Struct, frozen=True, kw_only=True, tag="conf1"):
@@ -187,6 +192,34 @@ class Confinement(msgspec.Struct, frozen=True, kw_only=True, tag="conf1"):
     """The largest file it may write (``RLIMIT_FSIZE``)."""
     env: dict[str, str] = {}
     cwd: str = "/tmp"
+
+
+class ExecRequest(msgspec.Struct, frozen=True, kw_only=True, tag="exec1"):
+    """Run ``argv`` on one node, confined as ``confine`` says (``mesh.exec``)."""
+
+    argv: list[str]
+    confine: Confinement = Confinement()
+    stdin: bytes = b""
+
+
+class ExecResult(msgspec.Struct, frozen=True, kw_only=True, tag="execr1"):
+    """A confined program that ran to its end on ``node`` (whatever its exit status)."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    node: str
+    wall_s: float
+    cpu_s: float
+    """CPU time of its whole process tree, by cgroup (0 where there is none)."""
+    peak_mb: float = 0.0
+    backend: str = ""
+    """``bwrap`` or ``landlock``: what confined it."""
+
+
+EXEC_REPLY_OVERHEAD = 4096
+"""Bytes of an ``ExecResult`` reply that are not output: the lattice's message limit less
+this is the most stdout plus stderr a program run with ``mesh.exec`` may write."""
 
 
 class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):

@@ -10,6 +10,8 @@ Layout (``{node}``, ``{app}``, ``{mote}`` are validated names, never user free t
     motes.sched.why                    asked of the scheduler leader only
     motes.sched.demand                 "a caller is waiting for this mote": to the leader
     motes.node.{node}.ctl              one node agent's control requests
+    motes.exec.{node}.{principal}      run a native program confined on that node
+                                       (``mesh.exec``): only ``principal`` may publish
     motes.node.{node}.load             that node's workers report load to their agent
                                        (the dashboard reads them all: INSTANCE_LOAD_ALL)
     motes.w.{node}.{worker}            one worker process's control requests
@@ -114,6 +116,20 @@ def parse_auth(subject: str) -> tuple[str, str] | None:
     """``(op, principal)`` of an auth request subject."""
     parts = subject.split(".")
     if len(parts) != 4 or parts[:2] != [PREFIX, "auth"]:
+        return None
+    return parts[2], parts[3]
+
+
+def exec_request(node: str, principal: str) -> str:
+    """``principal`` asks ``node`` to run a program confined: only it may publish here,
+    so the node knows who asks (either may be ``*`` in a permission)."""
+    return f"{PREFIX}.exec.{node}.{principal}"
+
+
+def parse_exec(subject: str) -> tuple[str, str] | None:
+    """``(node, principal)`` of an exec request subject."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[:2] != [PREFIX, "exec"]:
         return None
     return parts[2], parts[3]
 
