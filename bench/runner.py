@@ -97,6 +97,7 @@ METRICS = (
     "meter_cost",
     "sandbox_exec",
     "map_heavy",
+    "placement",
 )
 CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput", "map_heavy")
 """The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""
@@ -152,6 +153,8 @@ GOALS: dict[tuple[str, str | None], Goal] = {
     ("store_put_MiBps", ZFEC): Goal(">=", 0.6),
     ("store_get_MiBps", TAHOE): Goal(">=", 20),
     ("energy_saved", SPREAD): Goal("<=", 0.8),  # >= 20 % fewer joules than spread alone
+    ("placement_ms", None): Goal("<=", 1000, absolute=True),
+    ("replacement_ms", None): Goal("<=", 500, absolute=True),
 }
 
 
@@ -190,6 +193,9 @@ class Sizes:
     """energy: calls per repetition, with the energy rule and with spread alone."""
     energy_ms: float = 20.0
     """energy: CPU milliseconds each call burns."""
+    placement_nodes: int = 1000
+    """placement: simulated nodes; ``placement_apps`` apps of 10 motes are placed on them."""
+    placement_apps: int = 1000
 
     def count(self, metric: str, who: str, default: int) -> int:
         return self.peer_counts.get(metric, {}).get(who, default)
@@ -232,6 +238,7 @@ QUICK = Sizes(
         "store",
         "auth_cost",
         "meter_cost",
+        "placement",
     ),
     store_mib=64,
     store_reps=2,
@@ -607,6 +614,8 @@ GOAL_TEXT = {
     ("store_put_MiBps", TAHOE): "store put >= 20 x Tahoe-LAFS",
     ("store_put_MiBps", ZFEC): "store put >= 0.6 x raw zfec encode",
     ("store_get_MiBps", TAHOE): "store get >= 20 x Tahoe-LAFS",
+    ("placement_ms", None): "placement of 10k motes on 1k nodes <= 1 s",
+    ("replacement_ms", None): "re-placement after 100 of them are lost <= 0.5 s",
 }
 
 

@@ -97,6 +97,11 @@ class EnergyBook:
         """No power model and no history: nothing to estimate with (skip the work)."""
         return not self._models and not self._costs
 
+    def knows(self, key: _MoteKey) -> bool:
+        """Whether any node has measured calls of ``key``: then its estimates are its own,
+        not the power models' alone, which every mote shares."""
+        return key in self._costs
+
     def estimate(self, key: _MoteKey, nid: str) -> Estimate | None:
         """One more call of ``key`` on ``nid``; None if there is nothing to go on."""
         per_node = self._costs.get(key, {})

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,11 +40,12 @@ from ..wire.messages import (
     NodeRecord,
     NodeVerdict,
     Power,
+    Verdict,
     WhyReply,
 )
+from ._plan import Plan, Ranking
 from .energy import EnergyBook
-from .policy import STICKY, NodeView, Rule, judge
-from .policy._types import amount
+from .policy import RULES, STICKY, UNPLANNED, NodeView, Rule, judge, placing_can_raise
 from .policy.liveness import liveness
 
 __all__ = [
@@ -233,7 +235,7 @@ START_GRACE_S = 10.0
 """How long a placed instance that is not ready yet holds back further scale-out."""
 
 MoteKey = tuple[str, str]
-Plan = dict[str, list[InstanceSpec]]
+Layout = dict[str, list[InstanceSpec]]
 """Node id -> the instances it should run."""
 
 
@@ -258,7 +260,7 @@ class SchedulerState:
         self.epoch = 0
         self.nodes: dict[str, _Node] = {}
         self.apps: dict[str, AppRecord] = {}
-        self.assigned: Plan = {}
+        self.assigned: Layout = {}
         self.presence: str | None = None
         self.drained: set[str] = set()
         self.held: dict[str, dict[str, int]] = {}
@@ -491,7 +493,7 @@ class SchedulerState:
     def _reconcile(self, cause: str) -> list[Command]:
         apps = self._permitted()
         live = {nid for nid, n in self.nodes.items() if n.alive}
-        plan: Plan = {nid: [] for nid in self.nodes}
+        plan = Plan(self.nodes, self._spec)
         previous: dict[MoteKey, list[tuple[str, InstanceSpec]]] = defaultdict(list)
         for nid, instances in self.assigned.items():
             if nid not in live:
@@ -507,7 +509,7 @@ class SchedulerState:
                     if not self._evicted(spec, app, nid, plan, rules=(liveness,)):
                         previous[(inst.app, inst.mote)].append((nid, inst))
                 elif not self._evicted(spec, app, nid, plan):
-                    plan[nid].append(inst)
+                    plan.add(nid, inst)
         motes = [(a, m) for a in sorted(apps.values(), key=lambda a: a.name) for m in a.motes]
         for app, mote in motes:  # first free what is no longer wanted, so that...
             self._trim(app, mote, plan)
@@ -515,12 +517,14 @@ class SchedulerState:
             self._fit(app, mote, plan)
             self._retire_or_keep(app, mote, previous.get((app.name, mote.name), []), plan)
         commands: list[Command] = []
-        for nid in sorted(set(plan) | set(self.assigned)):
-            new = plan.get(nid, [])
+        for nid in sorted(set(plan.instances) | set(self.assigned)):
+            new = plan.get(nid)
             if new != self.assigned.get(nid, []):
                 assignment = NodeAssignment(node=nid, epoch=self.epoch, instances=new, cause=cause)
                 commands.append(Assign(assignment=assignment, cause=cause))
-        self.assigned = {nid: insts for nid, insts in plan.items() if insts or nid in self.assigned}
+        self.assigned = {
+            nid: insts for nid, insts in plan.instances.items() if insts or nid in self.assigned
+        }
         live_iids = {i.iid for insts in self.assigned.values() for i in insts}
         self.placed_at = {k: v for k, v in self.placed_at.items() if k in live_iids}
         return commands
@@ -556,26 +560,26 @@ class SchedulerState:
         if not old:
             return
         want = self.wanted(app, mote)
-        new = [(nid, i) for nid, insts in plan.items() for i in insts if _same(i, app, mote)]
+        new = [(nid, i) for nid, i in plan.of(app.name, mote.name) if _same(i, app, mote)]
         ready = sum(1 for nid, i in new if i.iid in self.nodes[nid].ready)
         if want == 0 or (new and ready >= min(want, len(new))):
             return  # the new version carries the load: the old instances are dropped
         for nid, inst in old:
-            plan[nid].append(inst)
+            plan.add(nid, inst)
 
     def _trim(self, app: AppRecord, mote: MoteSpec, plan: Plan) -> None:
         """Drop instances beyond what is wanted, from the most crowded nodes first."""
-        mine = [(nid, i) for nid, insts in plan.items() for i in insts if _same(i, app, mote)]
+        mine = [(nid, i) for nid, i in plan.of(app.name, mote.name) if _same(i, app, mote)]
         want = self.wanted(app, mote)
         while len(mine) > want:
             counts = Counter(nid for nid, _ in mine)
             nid, inst = max(mine, key=lambda p: (counts[p[0]], p[1].iid))
-            plan[nid].remove(inst)
+            plan.remove(nid, inst)
             mine.remove((nid, inst))
 
     def _fit(self, app: AppRecord, mote: MoteSpec, plan: Plan) -> None:
         """Place instances until the mote has what is wanted, then shard actors."""
-        mine = [(nid, i) for nid, insts in plan.items() for i in insts if _same(i, app, mote)]
+        mine = [(nid, i) for nid, i in plan.of(app.name, mote.name) if _same(i, app, mote)]
         want = self.wanted(app, mote)
         while len(mine) < want:
             best = self._best_node(mote, plan, app)
@@ -591,7 +595,7 @@ class SchedulerState:
                 kind=mote.kind,
                 concurrency=mote.concurrency,
             )
-            plan[best].append(inst)
+            plan.add(best, inst)
             mine.append((best, inst))
             self.placed_at[inst.iid] = self._now
         if mote.kind == "actor" and mine:
@@ -610,19 +614,14 @@ class SchedulerState:
             shards = [s for s in range(mote.shards) if s % n == index]
             if inst.shards != shards or inst.nshards != mote.shards:
                 fresh = msgspec.structs.replace(inst, shards=shards, nshards=mote.shards)
-                plan[nid][plan[nid].index(inst)] = fresh
+                plan.replace(nid, inst, fresh)
 
-    def _view(self, nid: str, mote: MoteSpec, app: AppRecord, plan: Plan) -> NodeView:
+    def _view(
+        self, nid: str, mote: MoteSpec, app: AppRecord, plan: Plan, *, fresh: bool = False
+    ) -> NodeView:
+        """What the rules see of the node for the mote (``fresh``: as if none of the mote's
+        instances ran there, which is how a ``Ranking`` judges it)."""
         node = self.nodes[nid]
-        used: dict[str, float] = defaultdict(float)
-        same = 0
-        for inst in plan.get(nid, []):
-            spec = self._spec(inst.app, inst.mote)
-            if spec is not None:
-                for res in ("cpu", "memory_mb", "gpu"):
-                    used[res] += amount(spec.needs, res) or 0.0
-            if inst.app == app.name and inst.mote == mote.name:
-                same += 1
         labels = node.record.labels
         return NodeView(
             id=nid,
@@ -630,9 +629,9 @@ class SchedulerState:
             inventory=node.record.inventory,
             labels=labels,
             alive=node.alive,
-            used=dict(used),
-            same_mote=same,
-            instances=len(plan.get(nid, [])),
+            used=plan.used(nid),
+            same_mote=0 if fresh else plan.same(nid, app.name, mote.name),
+            instances=plan.count(nid),
             drained=nid in self.drained,
             rejoining=node.back_at is not None,
             present=self.presence == nid,
@@ -640,7 +639,7 @@ class SchedulerState:
             on_battery=node.power.on_battery or labels.get("power") == "battery",
             battery_pct=node.power.battery_pct,
             reads_here=self._reads_held(nid, mote),
-            reads_most=max((self._reads_held(n, mote) for n in self.nodes), default=0),
+            reads_most=self._reads_most(mote, plan),
             **self._trust_view(nid, app),
             **self._energy_view(nid, mote, app),
         )
@@ -676,13 +675,68 @@ class SchedulerState:
         held = self.held.get(nid, {})
         return sum(held.get(si, 0) for si in mote.reads)
 
+    def _reads_most(self, mote: MoteSpec, plan: Plan) -> int:
+        """The most bytes of the mote's reads any node holds: once per pass, not per view."""
+        if not mote.reads:
+            return 0
+        key = tuple(mote.reads)
+        if key not in plan.reads_most:
+            most = max((self._reads_held(n, mote) for n in self.nodes), default=0)
+            plan.reads_most[key] = most
+        return plan.reads_most[key]
+
     def _best_node(self, mote: MoteSpec, plan: Plan, app: AppRecord) -> str | None:
-        best: tuple[float, str] | None = None
-        for nid in sorted(self.nodes):
+        """The eligible node with the highest total score; ties go to the first by id.
+
+        The same answer as judging every node now, without judging every node each time:
+        nodes already running the mote are judged here (their ``same_mote`` counts), the
+        others come from the ranking for motes the rules cannot tell from this one, which
+        re-judges only the nodes the plan changed since it last looked.
+        """
+        here = {nid for nid, _ in plan.of(app.name, mote.name)}
+        best = self._ranking(mote, app, plan).best(plan, skip=here)
+        for nid in here:
             ok, score, _ = judge(mote, self._view(nid, mote, app, plan))
-            if ok and (best is None or score > best[0]):
-                best = (score, nid)
-        return best[1] if best else None
+            if ok and (best is None or (-score, plan.rank[nid]) < best[:2]):
+                best = (-score, plan.rank[nid], nid, plan.version[nid])
+        return best[2] if best else None
+
+    def _ranking(self, mote: MoteSpec, app: AppRecord, plan: Plan) -> Ranking:
+        """Rules see a mote through its declaration and its app's deployer (the trust view)
+        only, so motes alike in both, but for their names, share one ranking; except that a
+        mote with measured energy costs of its own (the energy rule) ranks alone."""
+        own = (app.name, mote.name)
+        kind = (
+            self.signers.get(app.name, ""),
+            msgspec.msgpack.encode(msgspec.structs.replace(mote, name="")),
+            own if mote.energy and self.energy.knows(own) else None,
+        )
+        ranking = plan.rankings.get(kind)
+        if ranking is None:
+            score = self._scorer(mote, app, plan)
+            lazy = not placing_can_raise(mote)
+            ranking = plan.rankings[kind] = Ranking.build(plan, score, lazy=lazy)
+        return ranking
+
+    def _scorer(self, mote: MoteSpec, app: AppRecord, plan: Plan) -> Callable[[str], float | None]:
+        """``judge`` on a node's fresh view, with the rules that ignore the plan run once
+        per node: the same verdicts, summed in the same order."""
+        fixed: dict[str, list[Verdict | None]] = {}
+
+        def score(nid: str) -> float | None:
+            known = fixed.get(nid)
+            if known is not None and not all(v.ok for v in known if v is not None):
+                return None
+            view = self._view(nid, mote, app, plan, fresh=True)
+            if known is None:
+                known = [rule(mote, view) if rule in UNPLANNED else None for rule in RULES]
+                fixed[nid] = known
+            verdicts = [
+                rule(mote, view) if v is None else v for rule, v in zip(RULES, known, strict=True)
+            ]
+            return sum(v.score for v in verdicts) if all(v.ok for v in verdicts) else None
+
+        return score
 
     # --- explanation -------------------------------------------------------------------
 
@@ -697,7 +751,10 @@ class SchedulerState:
             signer = self.signers.get(app_name, "") or "nobody"
             note = f"deployed by {signer}, who holds no `deploy` grant for {app_name}: not placed"
             return WhyReply(mote=qual, desired=0, placed=0, nodes=[], note=note)
-        plan = {nid: list(insts) for nid, insts in self.assigned.items()}
+        plan = Plan(self.nodes, self._spec)
+        for nid, insts in self.assigned.items():
+            for inst in insts if nid in self.nodes else ():
+                plan.add(nid, inst)
         rows: list[NodeVerdict] = []
         placed = 0
         for nid in sorted(self.nodes, key=lambda n: self.nodes[n].record.name):

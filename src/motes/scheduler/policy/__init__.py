@@ -21,7 +21,7 @@ from .resources import resources
 from .spread import spread
 from .trust import trust
 
-__all__ = ["RULES", "STICKY", "NodeView", "Rule", "judge"]
+__all__ = ["RULES", "STICKY", "UNPLANNED", "NodeView", "Rule", "judge", "placing_can_raise"]
 
 Rule = Callable[[MoteSpec, NodeView], Verdict]
 
@@ -39,6 +39,10 @@ RULES: tuple[Rule, ...] = (
 STICKY: tuple[Rule, ...] = (liveness, trust, capabilities, labels, owner)
 """Vetoes that can start failing for an instance already placed: it then moves.
 (Resources and spread count the instance itself, so they only judge new placements.)"""
+UNPLANNED: tuple[Rule, ...] = (*STICKY, locality)
+"""Rules that ignore what the plan puts on a node (``used``, ``same_mote``, ``instances``):
+while one plan is built their verdict on a node does not change, so the scheduler runs
+them once per node and kind of mote. A rule not listed here is run again every time."""
 
 
 def judge(mote: MoteSpec, node: NodeView) -> tuple[bool, float, list[Verdict]]:
@@ -46,3 +50,14 @@ def judge(mote: MoteSpec, node: NodeView) -> tuple[bool, float, list[Verdict]]:
     verdicts = [rule(mote, node) for rule in RULES]
     ok = all(v.ok for v in verdicts)
     return ok, sum(v.score for v in verdicts) if ok else 0.0, verdicts
+
+
+def placing_can_raise(mote: MoteSpec) -> bool:
+    """Can one more instance on a node raise the mote's total score there (or lift a veto)?
+
+    For ``spread`` motes no: ``resources`` sees less free cpu and ``spread`` more
+    instances, and every other rule ignores what is placed. ``pack`` motes prefer fuller
+    nodes. The scheduler relies on this to judge again only the nodes that may now be
+    best (``scheduler/_plan.py``); a rule that breaks it must say so here.
+    """
+    return mote.spread != "spread"
