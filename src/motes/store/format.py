@@ -210,7 +210,7 @@ def chunk_key(secret: bytes, params: Params, plaintext: bytes | memoryview) -> b
 
 
 def seal_chunk(key: bytes, plaintext: bytes | memoryview) -> bytes:
-    return AESGCM(key).encrypt(_NONCE, bytes(plaintext), None)
+    return AESGCM(key).encrypt(_NONCE, plaintext, None)
 
 
 def open_chunk(key: bytes, ciphertext: bytes) -> bytes:
