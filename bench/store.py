@@ -17,16 +17,21 @@ storage nodes, shares.happy 7, by each contender in turn (A B A B ...):
   client's web API with the file streamed, get is ``GET /uri/CAP`` streamed to a file.
 - ``zfec_encode_MiBps()``: raw zfec, in this process: 1 MiB chunks, each split into k
   blocks, the n-k check blocks computed; input MiB/s. The ceiling Motes' put is held to.
+- ``raw_get_MiBps()``: a get's own CPU work, in this process, one thread, on shares made
+  beforehand: per 1 MiB chunk, blake3 of the k primary shares, zfec's decode of them,
+  blake3 of the ciphertext, AES-256-GCM decryption; plaintext MiB/s. The ceiling Motes'
+  get is held to (it also moves every share over the lattice and writes the file).
 
 ``interleaved()`` starts the contenders side by side (both grids up at once), runs one
 unrecorded warm-up put + get of a small file each, then ``reps`` repetitions: Motes put +
-get, Tahoe put + get, one zfec pass, in turn; every download is checked byte for byte
-against the original (not timed), every put against the shares it left on the nodes.
+get, Tahoe put + get, one zfec pass, one raw get pass, in turn; every download is checked
+byte for byte against the original (not timed), every put against the shares it left on
+the nodes.
 A contender that fails is reported with its error and left out of later repetitions;
 the others go on. ``run()`` is the runner's entry (``python -m bench --only store``).
 
-``python -m bench.store [--motes-only | --tahoe-only | --zfec-only] [--size-mib N]
-[--reps N] [--warmup-mib N]`` writes the random file into a temporary directory,
+``python -m bench.store [--motes-only | --tahoe-only | --zfec-only | --no-tahoe]
+[--size-mib N] [--reps N] [--warmup-mib N]`` writes the random file into a temporary directory,
 measures, and prints the results as JSON. Everything written (the file, each download,
 the grids) lives in temporary directories; the Tahoe driver's log is
 ``bench/.peers/tahoe/store.log``, each Motes node's under its home in the temporary
@@ -60,7 +65,7 @@ from motes.testing import local_mesh
 
 from . import peers
 from .netns import NamespacedDriver
-from .runner import TAHOE, ZFEC, Result, Session, wanted_peers
+from .runner import RAW_GET, TAHOE, ZFEC, Result, Session, wanted_peers
 from .stats import median
 
 __all__ = [
@@ -72,6 +77,7 @@ __all__ = [
     "TahoeStore",
     "interleaved",
     "motes_store",
+    "raw_get_MiBps",
     "run",
     "tahoe_store",
     "write_random",
@@ -194,6 +200,46 @@ def zfec_encode_MiBps(
         for blocks in chunks:
             encoder.encode(blocks, checks)
         rates.append(size_mib / (time.perf_counter() - t0))
+    return median(rates)
+
+
+def raw_get_MiBps(
+    size_mib: int = SIZE_MIB, k: int = K, n: int = N, chunk: int = MiB, runs: int = 5
+) -> float:
+    """A get's CPU work done raw: plaintext MiB/s, median of ``runs`` passes.
+
+    Made beforehand (not timed): each ``chunk`` of random data encrypted (AES-256-GCM,
+    its own key), cut into ``k`` primary shares (the last padded) with their blake3
+    hashes, and the ciphertext's hash. Timed, per chunk: hash each primary share and
+    compare, zfec-decode them, hash the ciphertext and compare, decrypt.
+    """
+    import blake3
+    import zfec  # type: ignore[import-untyped]  # no stubs
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = bytes(12)
+    decoder = zfec.Decoder(k, n)
+    nums = list(range(k))
+    prepared = []
+    for _ in range(size_mib * MiB // chunk):
+        key = os.urandom(32)
+        sealed = AESGCM(key).encrypt(nonce, os.urandom(chunk), None)
+        size = -(-len(sealed) // k)
+        padded = sealed.ljust(size * k, b"\0")
+        shares = [padded[i * size : (i + 1) * size] for i in nums]
+        hashes = [blake3.blake3(sh).digest() for sh in shares]
+        prepared.append((key, shares, hashes, len(sealed), blake3.blake3(sealed).digest()))
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for key, shares, hashes, length, blob_hash in prepared:
+            if [blake3.blake3(sh).digest() for sh in shares] != hashes:
+                raise RuntimeError("a share does not match its hash")
+            blob = b"".join(decoder.decode(shares, nums))[:length]
+            if blake3.blake3(blob).digest() != blob_hash:
+                raise RuntimeError("the ciphertext does not match its hash")
+            AESGCM(key).decrypt(nonce, blob, None)
+        rates.append(len(prepared) * chunk / MiB / (time.perf_counter() - t0))
     return median(rates)
 
 
@@ -343,6 +389,37 @@ class _Side:
         return out
 
 
+@dataclass
+class _Ceiling:
+    """A one-process ceiling (zfec encode, raw get): one pass per repetition."""
+
+    name: str
+    measure_fn: Any
+    rates: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    async def measure(self, size_mib: int) -> list[str]:
+        """One pass; what to show of it (nothing once it has failed)."""
+        if self.error is not None:
+            return []
+        try:
+            rate = await asyncio.to_thread(self.measure_fn, size_mib, runs=1)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            _say(f"  {self.name} FAILED: {self.error}")
+            return []
+        self.rates.append(rate)
+        return [f"{self.name} {rate:.1f}"]
+
+    def summary(self, key: str) -> dict[str, Any]:
+        return {
+            "peer": self.name,
+            key: median(self.rates) if self.rates else None,
+            "samples": self.rates,
+            "error": self.error,
+        }
+
+
 async def _enter(stack: contextlib.AsyncExitStack, side: _Side) -> None:
     store: MotesStore | TahoeStore = MotesStore() if side.key == "motes" else TahoeStore()
     try:
@@ -377,11 +454,13 @@ async def interleaved(
     motes: bool = True,
     tahoe: bool = True,
     zfec: bool = True,
+    raw: bool = True,
     warmup_mib: int = WARMUP_MIB,
 ) -> dict[str, Any]:
     """Put + get ``path`` ``reps`` times with each contender, in turn; medians in MiB/s.
 
-    Returns ``{"motes": {...}, "tahoe": {...}, "zfec": {...}}`` (the ones asked for) and
+    Returns ``{"motes": {...}, "tahoe": {...}, "zfec": {...}, "raw_get": {...}}`` (the
+    ones asked for) and
     the run's parameters. A contender that fails has ``"error"`` set and the samples it
     had; it never stops the others. With ``warmup_mib``, each store first puts and gets a
     file of that size, unrecorded.
@@ -394,8 +473,11 @@ async def interleaved(
     sides = [
         _Side(k, name) for k, name, on in (("motes", "motes", motes), ("tahoe", TAHOE, tahoe)) if on
     ]
-    zfec_rates: list[float] = []
-    zfec_error: str | None = None
+    ceilings = {
+        name: _Ceiling(name, fn)
+        for name, fn, on in ((ZFEC, zfec_encode_MiBps, zfec), (RAW_GET, raw_get_MiBps, raw))
+        if on
+    }
     work = Path(tempfile.mkdtemp(prefix="mb-store-get-"))
     target = work / "download"
     t0 = time.monotonic()
@@ -429,15 +511,8 @@ async def interleaved(
                     side.put_s.append(p)
                     side.get_s.append(g)
                     shown.append(f"{side.name} put {size / MiB / p:.1f} get {size / MiB / g:.1f}")
-                if zfec and zfec_error is None:
-                    try:
-                        rate = await asyncio.to_thread(zfec_encode_MiBps, size_mib, runs=1)
-                    except Exception as exc:
-                        zfec_error = f"{type(exc).__name__}: {exc}"
-                        _say(f"  zfec FAILED: {zfec_error}")
-                    else:
-                        zfec_rates.append(rate)
-                        shown.append(f"zfec encode {rate:.1f}")
+                for ceiling in ceilings.values():
+                    shown.extend(await ceiling.measure(size_mib))
                 _say(f"  store {rep}/{reps} (MiB/s): {', '.join(shown) or 'nothing left to run'}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -449,18 +524,14 @@ async def interleaved(
         "n": N,
         "happy": HAPPY,
         "warmup_MiB": warmup_mib,
-        "order": [s.name for s in sides] + ([ZFEC] if zfec else []),
+        "order": [s.name for s in sides] + list(ceilings),
     }
     for side in sides:
         out[side.key] = side.summary(size, reps)
-    if zfec:
-        out["zfec"] = {
-            "peer": ZFEC,
-            "encode_MiBps": median(zfec_rates) if zfec_rates else None,
-            "samples": zfec_rates,
-            "chunk": CHUNK,
-            "error": zfec_error,
-        }
+    if ZFEC in ceilings:
+        out["zfec"] = {**ceilings[ZFEC].summary("encode_MiBps"), "chunk": CHUNK}
+    if RAW_GET in ceilings:
+        out["raw_get"] = {**ceilings[RAW_GET].summary("get_MiBps"), "chunk": CHUNK}
     out["elapsed_s"] = time.monotonic() - t0
     return out
 
@@ -495,7 +566,8 @@ def _short(text: str | None) -> str:
 
 
 def rows(result: dict[str, Any], reps: int) -> list[Result]:
-    """The results' rows: put and get against Tahoe-LAFS, put against the zfec ceiling."""
+    """The results' rows: put and get against Tahoe-LAFS, put against the zfec ceiling,
+    get against the raw get's."""
     m = result.get("motes", {})
     motes_rates = {"put": m.get("put_MiBps"), "get": m.get("get_MiBps")}
     n = len(m.get("put_s", []))
@@ -511,6 +583,9 @@ def rows(result: dict[str, Any], reps: int) -> list[Result]:
         if op == "put" and "zfec" in result:
             z = result["zfec"]
             peers_here.append((ZFEC, z.get("encode_MiBps"), z.get("error")))
+        if op == "get" and "raw_get" in result:
+            r = result["raw_get"]
+            peers_here.append((RAW_GET, r.get("get_MiBps"), r.get("error")))
         if not peers_here:
             peers_here.append(("", None, None))
         for name, value, error in peers_here:
@@ -549,6 +624,7 @@ async def run(session: Session) -> list[Result]:
             sizes.store_reps,
             tahoe=TAHOE in wanted,
             zfec=ZFEC in wanted,
+            raw=RAW_GET in wanted,
             warmup_mib=sizes.store_warmup_mib,
         )
     session.details["store"] = result
@@ -571,10 +647,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             path,
             args.reps,
             motes=not args.tahoe_only,
-            tahoe=not args.motes_only,
+            tahoe=not (args.motes_only or args.no_tahoe),
             zfec=not (args.tahoe_only or args.motes_only),
+            raw=not (args.tahoe_only or args.motes_only),
             warmup_mib=args.warmup_mib,
         )
+    raw_get = out.get("raw_get", {}).get("get_MiBps")
+    if out.get("motes", {}).get("get_MiBps") and raw_get:
+        out["get_ratio_vs_raw_get"] = out["motes"]["get_MiBps"] / raw_get
     for key, other in (("motes", "tahoe"), ("motes", "zfec")):
         mine, theirs = out.get(key, {}), out.get(other, {})
         if other == "zfec":
@@ -599,6 +679,9 @@ def main(argv: list[str] | None = None) -> None:
     only.add_argument("--motes-only", action="store_true", help="measure Motes alone")
     only.add_argument("--tahoe-only", action="store_true", help="measure Tahoe-LAFS alone")
     only.add_argument("--zfec-only", action="store_true", help="measure raw zfec alone")
+    only.add_argument(
+        "--no-tahoe", action="store_true", help="Motes and the raw ceilings, no Tahoe grid"
+    )
     parser.add_argument("--size-mib", type=int, default=SIZE_MIB, help="file size (MiB)")
     parser.add_argument("--reps", type=int, default=3, help="put + get pairs per contender")
     parser.add_argument(

@@ -220,6 +220,16 @@ async def test_round_trip_dirs_dedup_and_a_second_read_from_the_cache(
             assert twin.is_dir() if f.is_dir() else twin.read_bytes() == f.read_bytes()
         blob = await client.store.put(b"x" * 3_000_000)
         assert await client.store.get(blob) == b"x" * 3_000_000
+        # A streaming writer fed whole chunks, odd pieces and a bytearray stores the same.
+        data = os.urandom(6 * 2**20 + 123)
+        async with client.store.writer() as w:
+            at = 0
+            for size in (2**20, 1, 2**20 - 1, 2**20, 777_777, 2**21 + 5, len(data)):
+                piece = data[at : at + size]
+                await w.write(bytearray(piece) if size == 1 else piece)
+                at += size
+        assert w.cap == await client.store.put(data)
+        assert await client.store.get(w.cap) == data
         # Every node gone: a second read on this machine is served by its cache alone.
         for node in mesh.nodes:
             await mesh.kill_node(node.name)

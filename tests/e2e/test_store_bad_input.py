@@ -14,7 +14,7 @@ from motes.store.format import encode_blob
 from motes.wire import subjects
 from motes.wire.codec import decode, encode, raise_for
 from motes.wire.messages import Err
-from motes.wire.store import ShareGet, SharePut
+from motes.wire.store import ShareGet, SharePut, SharePutMany, SharesPut
 
 
 async def test_garbage_and_forged_shares_are_refused_and_the_store_keeps_serving(
@@ -57,3 +57,18 @@ async def test_garbage_and_forged_shares_are_refused_and_the_store_keeps_serving
     await net.put_share(node, blob.root, 0, header, shares[0])
     fetched = await net.get_share(node, blob.root, 0)
     assert fetched.data == shares[0]
+
+    # A batch: a forged share in it is refused alone; the others are kept.
+    third, third_shares = encode_blob(os.urandom(3000), 3, 10)
+    good = SharePut(third.root, 2, encode(third.header), 0, len(third_shares[2]), third_shares[2])
+    bad = SharePut(other.root, 1, header, 0, len(shares[1]), shares[1])
+    partial = SharePut(third.root, 3, encode(third.header), 1, 5, third_shares[3][:5])
+    reply = await client.bus.request(
+        subjects.store(node, "put"), encode(SharePutMany([bad, good, partial])), timeout=5
+    )
+    errors = decode(reply.data, SharesPut).errors
+    assert "does not hash to the blob root" in errors[0]
+    assert errors[1] == ""
+    assert "whole shares only" in errors[2]
+    assert (await net.get_share(node, third.root, 2)).data == third_shares[2]
+    assert (await net.locate([third.root]))[third.root] == {2: [node]}

@@ -2,6 +2,13 @@
 
 Every share that arrives is checked here (header against the blob root, bytes against the
 header) before anyone uses it: a node is never trusted with the truth of what it serves.
+The checks hash in a thread (blake3 lets go of the GIL), so the event loop keeps moving
+bytes meanwhile.
+
+Shares for one node travel in batches: while one ``SharePutMany`` to a node is on its way,
+the shares queued for that node after it wait in that node's ``_Lane`` and go together
+in the next message (up to ``BATCH_BYTES``). A busy node thus gets fewer, larger
+messages, and an idle one gets each share at once.
 """
 
 from __future__ import annotations
@@ -17,7 +24,18 @@ from ..wire import resources, subjects
 from ..wire.bus import Bus
 from ..wire.codec import decode, decode_all, encode, raise_for
 from ..wire.messages import Err, Ok
-from ..wire.store import PIECE_BYTES, Holdings, Locate, Located, ShareGet, SharePiece, SharePut
+from ..wire.store import (
+    BATCH_BYTES,
+    PIECE_BYTES,
+    Holdings,
+    Locate,
+    Located,
+    ShareGet,
+    SharePiece,
+    SharePut,
+    SharePutMany,
+    SharesPut,
+)
 from .format import ShareHeader, check_share
 from .shares import DiskShares, parse_header
 
@@ -66,6 +84,32 @@ class Nodes:
         return -1.0 if node == self.local else self.latency.get(node, 0.0)
 
 
+@dataclass(slots=True)
+class _Queued:
+    put: SharePut
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """Shares waiting to go to one node; whoever holds ``lock`` sends the next batch."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queue: list[_Queued] = field(default_factory=list)
+
+    def take(self, limit: int) -> list[_Queued]:
+        """The queued shares from the front, up to ``limit`` bytes (at least one)."""
+        size = 0
+        for i, q in enumerate(self.queue):
+            size += len(q.put.data) + len(q.put.header)
+            if size > limit and i:
+                break
+        else:
+            i = len(self.queue)
+        batch, self.queue[:i] = self.queue[:i], []
+        return batch
+
+
 class StoreNet:
     """``local``: (node id, its share store) when running on a node, e.g. inside a mote:
     shares that node holds are read from its disk, not carried over the lattice."""
@@ -91,6 +135,8 @@ class StoreNet:
         """Share bytes fetched from nodes over the lattice (a cache hit adds nothing)."""
         self.bytes_out = 0
         """Share bytes sent to nodes."""
+        self._lanes: dict[str, _Lane] = {}
+        self._batch_bytes = min(BATCH_BYTES, bus.max_payload // 2)
 
     async def expected_nodes(self) -> int:
         """Store services known to the mesh (each keeps a holdings record)."""
@@ -146,7 +192,59 @@ class StoreNet:
     async def put_share(
         self, node: str, root: bytes, num: int, header: bytes, share: bytes
     ) -> None:
-        """Store one share on ``node``, piece by piece; returns once it is durable there."""
+        """Store one share on ``node``; returns once it is durable there. A share that
+        fits a batch joins the node's lane, a larger one goes piece by piece."""
+        if len(share) > PIECE_BYTES:
+            await self._put_pieces(node, root, num, header, share)
+            return
+        lane = self._lanes.setdefault(node, _Lane())
+        mine = _Queued(SharePut(root, num, header, 0, len(share), share), _future())
+        lane.queue.append(mine)
+        try:
+            while not mine.done.done():
+                async with lane.lock:
+                    if mine.done.done():
+                        break
+                    batch = lane.take(self._batch_bytes)
+                    try:
+                        await self._put_batch(node, batch)
+                    finally:  # cut off (this caller cancelled): the others' shares go next
+                        lane.queue[:0] = [q for q in batch if not q.done.done() and q is not mine]
+        finally:
+            if mine in lane.queue:
+                lane.queue.remove(mine)
+            if not mine.done.done():  # cancelled: whatever became of it, no one waits
+                mine.done.cancel()
+        mine.done.result()
+
+    async def _put_batch(self, node: str, batch: list[_Queued]) -> None:
+        """Send ``batch`` in one message; settle each share's future with its outcome."""
+        payload = encode(SharePutMany([q.put for q in batch]))
+        try:
+            reply = await self._ask(node, "put", payload, self.request_s)
+            try:
+                errors = decode(reply, SharesPut).errors
+            except BadMessage:
+                raise_for(decode(reply, Err))
+                raise
+            if len(errors) != len(batch):
+                raise BadMessage(f"{len(errors)} answers to {len(batch)} shares")
+        except ShareFailed as exc:
+            for q in batch:
+                _settle(q.done, exc)
+            return
+        except MotesError as exc:
+            for q in batch:
+                _settle(q.done, ShareFailed(node, str(exc)))
+            return
+        for q, error in zip(batch, errors, strict=True):
+            if not error:
+                self.bytes_out += len(q.put.data)
+            _settle(q.done, ShareFailed(node, error) if error else None)
+
+    async def _put_pieces(
+        self, node: str, root: bytes, num: int, header: bytes, share: bytes
+    ) -> None:
         total = len(share)
         view = memoryview(share)
         offset = 0
@@ -196,7 +294,7 @@ class StoreNet:
         except BadMessage as exc:
             raise ShareFailed(node, f"forged or damaged header: {exc}") from None
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if not check_share(header, num, data):
+        if not await asyncio.to_thread(check_share, header, num, data):
             raise ShareFailed(node, f"share {num} is corrupt (hash mismatch)")
         return Fetched(header, header_raw, num, data)
 
@@ -210,7 +308,7 @@ class StoreNet:
             header = parse_header(root, header_raw)
         except BadMessage as exc:
             raise ShareFailed(node, f"damaged header on disk: {exc}") from None
-        if not check_share(header, num, data):
+        if not await asyncio.to_thread(check_share, header, num, data):
             raise ShareFailed(node, f"share {num} on this node's disk is corrupt")
         self.bytes_local += len(data)
         return Fetched(header, header_raw, num, data)
@@ -218,3 +316,16 @@ class StoreNet:
     async def tag(self, node: str, payload: bytes) -> None:
         reply = await self._ask(node, "tag", payload, self.request_s)
         raise_for(decode(reply, Ok | Err))  # type: ignore[arg-type]
+
+
+def _future() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()
+
+
+def _settle(done: asyncio.Future[None], failure: Exception | None) -> None:
+    if done.done():  # its caller was cancelled meanwhile
+        return
+    if failure is None:
+        done.set_result(None)
+    else:
+        done.set_exception(failure)

@@ -88,13 +88,14 @@ async def fetch_blob(
     """Rebuild a blob from its shares: (header, encoded header, blob bytes).
 
     ``holders`` maps share numbers to the nodes that said they hold them. ``k`` shares are
-    asked for at once, from the fastest holders, one per node where possible; a failed or
+    asked for at once (``_preference``: primary shares first, then the fastest holders),
+    one per node where possible; a failed or
     corrupt share is replaced by the next candidate, and a share slower than ``hedge_s``
     gets a second one started beside it. ``DataUnavailable`` when the candidates run out.
     """
     queue = sorted(
         ((num, node) for num, nodes in holders.items() for node in nodes),
-        key=lambda c: (net.nodes.speed_key(c[1]), c[0]),
+        key=lambda c: _preference(net, c[0], c[1], k_hint),
     )
     if not queue:
         raise DataUnavailable(what, k_hint, 0, "no node holds a share")
@@ -145,4 +146,12 @@ async def fetch_blob(
                 task.cancel()
     first = next(iter(good.values()))
     shares = {num: f.data for num, f in sorted(good.items())[:k]}
-    return first.header, first.header_raw, decode_blob(first.header, shares)
+    blob = await asyncio.to_thread(decode_blob, first.header, shares)
+    return first.header, first.header_raw, blob
+
+
+def _preference(net: StoreNet, num: int, node: str, k: int) -> tuple[bool, bool, float, int]:
+    """Which candidate share to ask for first: this node's own disk, then the primary
+    shares (numbers below ``k``: the blob is their concatenation, nothing to decode),
+    then the fastest holder. A slow holder of a primary share is raced by the hedge."""
+    return (node != net.nodes.local, num >= k, net.nodes.speed_key(node), num)

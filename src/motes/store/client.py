@@ -456,11 +456,24 @@ class Writer:
         self.size = 0
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
-        while len(self._buffer) >= self.chunk_size:
-            piece = bytes(self._buffer[: self.chunk_size])
-            del self._buffer[: self.chunk_size]
-            await self._upload.add(piece)
+        """Queue ``data``; every full chunk goes to the upload. A whole chunk of ``bytes``
+        (what ``put`` reads from a file) is passed on as it is, not copied."""
+        if not self._buffer and isinstance(data, bytes) and len(data) == self.chunk_size:
+            await self._upload.add(data)
+            return
+        view = memoryview(data)
+        if self._buffer:  # fill the chunk begun by an earlier write first
+            take = self.chunk_size - len(self._buffer)
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) < self.chunk_size:
+                return
+            await self._upload.add(bytes(self._buffer))
+            self._buffer.clear()
+        while len(view) >= self.chunk_size:
+            await self._upload.add(bytes(view[: self.chunk_size]))
+            view = view[self.chunk_size :]
+        self._buffer += view
 
     async def close(self) -> None:
         if self._buffer:

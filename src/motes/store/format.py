@@ -137,20 +137,22 @@ _decoders: dict[tuple[int, int], zfec.Decoder] = {}
 
 
 def encode_blob(data: bytes, k: int, n: int) -> tuple[BlobRoot, list[bytes]]:
-    """Erasure-code ``data`` into ``n`` shares; shares 0..k-1 are its slices (systematic)."""
+    """Erasure-code ``data`` into ``n`` shares; shares 0..k-1 are its slices (systematic).
+
+    Each byte is copied once into its share (``ljust`` of a full slice copies nothing),
+    and only the tail is padded (with zeros, to the share size)."""
     length = len(data)
     size = max(1, -(-length // k))
-    padded = data if length == size * k else data + bytes(size * k - length)
-    view = memoryview(padded)
-    primary = [view[i * size : (i + 1) * size] for i in range(k)]
+    view = memoryview(data)
+    primary = [bytes(view[i * size : (i + 1) * size]).ljust(size, b"\0") for i in range(k)]
     if n > k:
         encoder = _encoders.get((k, n))
         if encoder is None:
             encoder = _encoders[(k, n)] = zfec.Encoder(k, n)
-        check = encoder.encode([bytes(p) for p in primary], list(range(k, n)))
+        check = encoder.encode(primary, list(range(k, n)))
     else:
         check = []
-    shares = [bytes(p) for p in primary] + [bytes(c) for c in check]
+    shares = primary + list(check)
     hashes = [hash_share(i, s) for i, s in enumerate(shares)]
     header = ShareHeader(k=k, n=n, length=length, blob_hash=hash_blob(data), share_hashes=hashes)
     return BlobRoot(header.root(), header), shares
@@ -160,24 +162,37 @@ def decode_blob(header: ShareHeader, shares: dict[int, bytes]) -> bytes:
     """Rebuild a blob from ``k`` checked shares (share number -> bytes); check the result.
 
     The caller has checked every share against ``header.share_hashes``; a mismatch of the
-    rebuilt blob's hash means a bug or a forged header, reported as ``BadMessage``.
+    rebuilt blob's hash means a bug or a forged header, reported as ``BadMessage``. With
+    the ``k`` primary shares (what a reader asks for first) nothing is decoded: the blob
+    is their concatenation.
     """
     k, n = header.k, header.n
     nums = sorted(shares)[:k]
     if len(nums) < k:
         raise ValueError(f"need {k} shares, got {len(nums)}")
     if nums == list(range(k)):
-        blob = b"".join(shares[i] for i in nums)
+        parts = [shares[i] for i in nums]
     else:
         decoder = _decoders.get((k, n))
         if decoder is None:
             decoder = _decoders[(k, n)] = zfec.Decoder(k, n)
-        primary = decoder.decode([shares[i] for i in nums], nums)
-        blob = b"".join(bytes(p) for p in primary)
-    blob = blob[: header.length]
+        parts = decoder.decode([shares[i] for i in nums], nums)
+    blob = _joined(parts, header.length)
     if hash_blob(blob) != header.blob_hash:
         raise BadMessage("a rebuilt blob does not match its hash")
     return blob
+
+
+def _joined(parts: list[bytes], length: int) -> bytes:
+    """The first ``length`` bytes of ``parts`` end to end, copied once (no slice after)."""
+    views: list[bytes | memoryview] = []
+    left = length
+    for part in parts:
+        if left <= 0:
+            break
+        views.append(part if len(part) <= left else memoryview(part)[:left])
+        left -= len(part)
+    return b"".join(views)
 
 
 def check_share(header: ShareHeader, num: int, data: bytes | memoryview) -> bool:
@@ -195,7 +210,7 @@ def chunk_key(secret: bytes, params: Params, plaintext: bytes | memoryview) -> b
 
 
 def seal_chunk(key: bytes, plaintext: bytes | memoryview) -> bytes:
-    return AESGCM(key).encrypt(_NONCE, bytes(plaintext), None)
+    return AESGCM(key).encrypt(_NONCE, plaintext, None)
 
 
 def open_chunk(key: bytes, ciphertext: bytes) -> bytes:

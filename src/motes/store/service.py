@@ -38,6 +38,8 @@ from ..wire.store import (
     ShareGet,
     SharePiece,
     SharePut,
+    SharePutMany,
+    SharesPut,
     Tag,
 )
 from ._net import StoreNet
@@ -128,10 +130,7 @@ class StoreService:
     async def _put(self, msg: Message) -> None:
         try:
             try:
-                put = decode(msg.data, SharePut)
-                await asyncio.to_thread(
-                    self.shares.put, put.root, put.num, put.header, put.offset, put.total, put.data
-                )
+                answer = await asyncio.to_thread(self._store, msg.data)
             except BadMessage as exc:
                 await self._reply(msg, encode_error(exc))
                 return
@@ -139,31 +138,46 @@ class StoreService:
                 await self._reply(msg, encode_error(MotesError(f"store on {self.node}: {exc}")))
                 return
             self._changed.set()
-            await self._reply(msg, encode(Ok(None)))
+            await self._reply(msg, answer)
         finally:
             self._writes.release()
 
+    def _store(self, data: bytes) -> bytes:
+        """Decode and keep one share (or piece of one), or a batch of whole shares; the
+        encoded answer. Runs in a thread: decoding copies, hashing and fsync block."""
+        put = decode(data, SharePut | SharePutMany)  # type: ignore[arg-type]
+        if isinstance(put, SharePutMany):
+            return encode(SharesPut(self.shares.put_many(put.shares)))
+        self.shares.put(put.root, put.num, put.header, put.offset, put.total, put.data)
+        return encode(Ok(None))
+
     async def _on_get(self, msg: Message) -> None:
         try:
-            get = decode(msg.data, ShareGet)
-            header, total, data = await asyncio.to_thread(
-                self.shares.read, get.root, get.num, get.offset, get.length
-            )
-            if get.offset == 0 and len(data) == total:
-                # Whole-share reads are checked here too: a share rotted on disk is set
-                # aside (and repair regenerates it) rather than served again and again.
-                head = parse_header(get.root, header)
-                if not check_share(head, get.num, data):
-                    await asyncio.to_thread(self.shares.quarantine, get.root, get.num)
-                    self._changed.set()
-                    raise BadMessage(f"share {get.num} on {self.node} is corrupt; set aside")
+            answer, rotted = await asyncio.to_thread(self._serve_share, msg.data)
         except KeyError:
             await self._reply(msg, encode_error(BadMessage(f"no such share on {self.node}")))
             return
         except BadMessage as exc:
             await self._reply(msg, encode_error(exc))
             return
-        await self._reply(msg, encode(SharePiece(header, total, data)))
+        if rotted:
+            self._changed.set()
+        await self._reply(msg, answer)
+
+    def _serve_share(self, data: bytes) -> tuple[bytes, bool]:
+        """The encoded answer (a ``SharePiece`` or why not), and whether the share had
+        rotted on disk (and is set aside now). Runs in a thread: reads and hashes."""
+        get = decode(data, ShareGet)
+        header, total, piece = self.shares.read(get.root, get.num, get.offset, get.length)
+        if get.offset == 0 and len(piece) == total:
+            # Whole-share reads are checked here too: a share rotted on disk is set
+            # aside (and repair regenerates it) rather than served again and again.
+            head = parse_header(get.root, header)
+            if not check_share(head, get.num, piece):
+                self.shares.quarantine(get.root, get.num)
+                why = BadMessage(f"share {get.num} on {self.node} is corrupt; set aside")
+                return encode_error(why), True
+        return encode(SharePiece(header, total, piece)), False
 
     async def _on_tag(self, msg: Message) -> None:
         try:

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from ..errors import BadMessage
 from ..wire.codec import decode
+from ..wire.store import SharePut
 from .format import ShareHeader, check_share
 
 __all__ = ["DiskShares", "ShareStore"]
@@ -41,6 +42,10 @@ class ShareStore(Protocol):
 
     def read(self, root: bytes, num: int, offset: int, length: int) -> tuple[bytes, int, bytes]:
         """(header, total share bytes, the asked piece); KeyError if not held."""
+        ...
+
+    def put_many(self, puts: Iterable[SharePut]) -> list[str]:
+        """Keep several whole shares; per share, "" once durable, else why not."""
         ...
 
     def held(self, roots: Iterable[bytes]) -> list[list[int]]: ...
@@ -95,6 +100,35 @@ class DiskShares:
     def put(
         self, root: bytes, num: int, header: bytes, offset: int, total: int, data: bytes
     ) -> bool:
+        done, dirty = self._put(root, num, header, offset, total, data)
+        if dirty is not None:
+            _fsync_dir(dirty)
+        return done
+
+    def put_many(self, puts: Iterable[SharePut]) -> list[str]:
+        """Keep several whole shares; per share, "" once it is durable, else why not.
+        Each folder a share went into is fsynced once, after all of them."""
+        errors: list[str] = []
+        dirty: set[Path] = set()
+        for put in puts:
+            try:
+                if put.offset != 0 or len(put.data) != put.total:
+                    raise BadMessage("a batch carries whole shares only")
+                _, folder = self._put(put.root, put.num, put.header, 0, put.total, put.data)
+            except (BadMessage, OSError) as exc:
+                errors.append(str(exc) or type(exc).__name__)
+                continue
+            if folder is not None:
+                dirty.add(folder)
+            errors.append("")
+        for folder in dirty:
+            _fsync_dir(folder)
+        return errors
+
+    def _put(
+        self, root: bytes, num: int, header: bytes, offset: int, total: int, data: bytes
+    ) -> tuple[bool, Path | None]:
+        """(whether the share is whole, the folder to fsync for it to be durable)."""
         head = parse_header(root, header)
         share_len = -(-head.length // head.k) if head.length else 1
         if not 0 <= num < head.n or total != share_len:
@@ -103,15 +137,15 @@ class DiskShares:
             raise BadMessage("share piece out of range")
         final = self.path(root, num)
         if final.exists():
-            return True  # content-addressed: the same share again (a repeat upload)
+            return True, None  # content-addressed: the same share again (a repeat upload)
         if offset == 0 and len(data) == total:
             if not check_share(head, num, data):
                 raise BadMessage(f"share {num} does not match its hash")
-            self._write_whole(final, header, data)
-            return True
+            return True, self._write_whole(final, header, data)
         return self._put_piece(root, num, head, header, offset, total, data)
 
-    def _write_whole(self, final: Path, header: bytes, data: bytes | memoryview) -> None:
+    def _write_whole(self, final: Path, header: bytes, data: bytes | memoryview) -> Path:
+        """Write a share file, fsynced; the folder it is in still needs an fsync."""
         final.parent.mkdir(exist_ok=True)
         tmp = self.partial / f"{final.name}.{os.getpid()}.{id(data)}"
         with open(tmp, "wb") as f:
@@ -121,7 +155,7 @@ class DiskShares:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        return final.parent
 
     def _put_piece(
         self,
@@ -132,7 +166,7 @@ class DiskShares:
         offset: int,
         total: int,
         data: bytes,
-    ) -> bool:
+    ) -> tuple[bool, Path | None]:
         part = self.partial / f"{root.hex()}.{num}"
         mode = "r+b" if part.exists() else "w+b"
         with open(part, mode) as f:
@@ -147,14 +181,13 @@ class DiskShares:
         pieces = {tuple(map(int, line.split())) for line in marks.read_text().splitlines()}
         got = sum(length for _, length in pieces)
         if got < total:
-            return False
+            return False, None
         whole = part.read_bytes()
         marks.unlink(missing_ok=True)
         part.unlink(missing_ok=True)
         if not check_share(head, num, whole):
             raise BadMessage(f"share {num} does not match its hash (pieces lost or forged)")
-        self._write_whole(self.path(root, num), header, whole)
-        return True
+        return True, self._write_whole(self.path(root, num), header, whole)
 
     # --- reading ---------------------------------------------------------------------
 

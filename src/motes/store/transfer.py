@@ -46,7 +46,10 @@ __all__ = ["Download", "Upload"]
 
 log = logging.getLogger(__name__)
 WINDOW = 8
-"""Chunks in flight per transfer: bounds memory to about window x chunk x (2 + n/k)."""
+"""Chunks in flight per upload: bounds memory to about window x chunk x (2 + n/k)."""
+READ_WINDOW = 16
+"""Chunks in flight per download (each holds k shares and its plaintext: about 2 x chunk):
+more of them keep every holder busy while the client checks and decrypts."""
 
 Progress = Callable[[int], None]
 
@@ -187,7 +190,7 @@ class Download:
     net: StoreNet
     cap: FileReadCap
     cache: BlobCache | None
-    window: int = WINDOW
+    window: int = READ_WINDOW
     progress: Progress | None = None
     manifest: Manifest | None = None
     _keys: list[bytes] = field(default_factory=list)

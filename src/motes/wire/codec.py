@@ -110,7 +110,8 @@ def decode(data: bytes, type_: type[T]) -> T:
     try:
         return dec.decode(data)  # type: ignore[no-any-return]
     except _UNDECODABLE as exc:
-        raise BadMessage(f"not a {type_.__name__} ({exc})") from None
+        name = getattr(type_, "__name__", None) or str(type_)  # a union has no __name__
+        raise BadMessage(f"not a {name} ({exc})") from None
 
 
 def decode_all(raw: Iterable[bytes], type_: type[T]) -> list[T]:

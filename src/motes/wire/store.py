@@ -20,11 +20,15 @@ __all__ = [
     "ShareGet",
     "SharePiece",
     "SharePut",
+    "SharePutMany",
+    "SharesPut",
     "Tag",
 ]
 
 PIECE_BYTES = 512 << 10
-"""The most share bytes one message carries, either way."""
+"""The most share bytes one ``SharePut`` or ``SharePiece`` carries."""
+BATCH_BYTES = 4 << 20
+"""The most share bytes one ``SharePutMany`` carries (under the lattice's 8 MiB payload)."""
 
 
 class SharePut(msgspec.Struct, frozen=True, array_like=True, tag="sp1"):
@@ -37,6 +41,20 @@ class SharePut(msgspec.Struct, frozen=True, array_like=True, tag="sp1"):
     offset: int
     total: int
     data: bytes
+
+
+class SharePutMany(msgspec.Struct, frozen=True, array_like=True, tag="spm1"):
+    """Several whole shares (``offset`` 0, all their bytes) for one node in one message:
+    a client batches what it has for a node while its last batch is on the way. Sent on
+    the same subject as ``SharePut``; answered with ``SharesPut``."""
+
+    shares: list[SharePut]
+
+
+class SharesPut(msgspec.Struct, frozen=True, array_like=True, tag="sps1"):
+    """Per share of a ``SharePutMany``, in order: "" if it is durable, else why not."""
+
+    errors: list[str]
 
 
 class ShareGet(msgspec.Struct, frozen=True, array_like=True, tag="sg1"):
