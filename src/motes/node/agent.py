@@ -29,7 +29,7 @@ import msgspec
 
 from .. import __version__
 from ..app.bundle import extract_bundle
-from ..config import Config, LatticeConfig
+from ..config import Config
 from ..errors import (
     BadMessage,
     Forbidden,
@@ -59,14 +59,13 @@ from ..wire.messages import (
 )
 from .inventory import detect_inventory, read_power
 from .meter import MetricsServer, UsageLedger, openmetrics, publish_usage
-from .workers import Child, Launcher, ProcessLauncher, WorkerProc, new_worker_id
+from .workers import Child, Connect, Launcher, ProcessLauncher, WorkerProc, new_worker_id
 
 __all__ = ["NodeAgent"]
 
 log = logging.getLogger(__name__)
 
 _Handler = Callable[[Message], Awaitable[None]]
-Connect = Callable[[LatticeConfig, str], Awaitable[Bus]]
 
 
 @dataclass(eq=False)
@@ -106,7 +105,11 @@ class NodeAgent:
             self.creds = NodeCredentials(
                 bus, self.id, self.home / "run", dataclasses.replace(config.lattice, credentials="")
             )
-        self.launcher = launcher or ProcessLauncher(self.config, self.creds)
+        if launcher is None:
+            if connect is None:
+                raise ValueError("an agent that starts real children needs `connect`")
+            launcher = ProcessLauncher(self.config, connect, self.creds)
+        self.launcher = launcher
         self._connect = connect
         self.record = NodeRecord(
             id=self.id,
