@@ -178,15 +178,16 @@ class NodeAgent:
                     tg.create_task(self.scheduler.run())
                 if self.creds is not None:
                     tg.create_task(self._keep_credentials(self.creds))
-                # The warm pool fills in the background (a call that finds it empty starts
-                # a worker itself); the node is ready once its store service is.
-                self._spawn(self._fill_warm_pool(), "warm pool")
                 await _first(store_up.wait(), self._stop.wait())
                 if not self._stop.is_set():
                     self.state = NodeState.READY
                     log.info("node %s (%s) ready", self.name, self.id)
                     if started is not None:
                         started.set()
+                    # The node is ready once its store service is; the warm pool fills
+                    # after that, so its interpreter start does not compete with the
+                    # node's own (a call that finds it empty starts a worker itself).
+                    self._spawn(self._fill_warm_pool(), "warm pool")
                     await self._stop.wait()
                 self.state = NodeState.DRAINING
                 await self._shutdown(nodes)
