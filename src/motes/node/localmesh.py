@@ -33,6 +33,8 @@ from ..wire.trust import Hub
 __all__ = ["LocalMesh", "NodeProc"]
 
 log = logging.getLogger(__name__)
+_READY_ROUND_S = 0.1
+"""How long one round of ``wait_ready`` waits for the nodes' answers."""
 
 
 @dataclass(eq=False)
@@ -271,9 +273,13 @@ class LocalMesh:
 
         return await NatsBus.connect(self.lattice, name=name)
 
-    async def statuses(self, bus: Bus) -> list[NodeStatus]:
+    async def statuses(self, bus: Bus, timeout: float | None = None) -> list[NodeStatus]:
+        """Every node's answer that arrives within ``timeout`` (default: ``scatter_s``)."""
         answers = await bus.scatter(
-            subjects.CTL_NODES, b"", expected=len(self.nodes), timeout=self.timing.scatter_s
+            subjects.CTL_NODES,
+            b"",
+            expected=len(self.nodes),
+            timeout=self.timing.scatter_s if timeout is None else timeout,
         )
         return [decode(a, NodeStatus) for a in answers]
 
@@ -288,7 +294,9 @@ class LocalMesh:
                         tail = _tail(n.home / "node.log")
                         raise StartupError(f"{n.name} exited with code {n.proc.returncode}: {tail}")
                 want = {n.name for n in self.nodes if n.alive}
-                seen = await self.statuses(bus)
+                # A short round: while a node is still starting it does not answer, and a
+                # round waits its whole timeout for it; a missed answer is asked again.
+                seen = await self.statuses(bus, _READY_ROUND_S)
                 ready = {s.record.name for s in seen if s.state == NodeState.READY}
                 if want <= ready and (not leader or any(s.leader for s in seen)):
                     return
