@@ -146,7 +146,7 @@ GOALS: dict[tuple[str, str | None], Goal] = {
     ("map_heavy_nap_s", POOL): Goal("<=", 1.3),
     ("map_heavy_burn_s", POOL): Goal("<=", 1.2),
     ("startup_s", None): Goal("<=", 1, absolute=True),
-    ("node_idle_rss_MB", None): Goal("<=", 40, absolute=True),
+    ("node_idle_rss_MB", None): Goal("<=", 50, absolute=True),
     ("auth_call_rtt_us", "auth off"): Goal("<=", 1.05),
     ("meter_call_rtt_us", "meter off"): Goal("<=", 1.03),
     ("auth_call_throughput", "auth off"): Goal(">=", 0.95),
@@ -611,7 +611,7 @@ GOAL_TEXT = {
     ("map_heavy_nap_s", POOL): "map_heavy (20 ms asleep) <= 1.3 x the process pool",
     ("map_heavy_burn_s", POOL): "map_heavy (20 ms of CPU) <= 1.2 x the process pool",
     ("startup_s", None): "`motes up` <= 1 s",
-    ("node_idle_rss_MB", None): "idle node <= 40 MB RSS",
+    ("node_idle_rss_MB", None): "idle node (agent + store) <= 50 MB RSS",
     ("store_put_MiBps", ZFEC): "store put >= 0.5 x raw zfec encode",
     ("store_get_MiBps", TAHOE): "store get >= 10 x Tahoe-LAFS",
     ("store_get_MiBps", RAW_GET): "store get >= 0.5 x raw decode + decrypt + hash",
@@ -782,15 +782,18 @@ distributed {v.get("distributed")}, tahoe-lafs {v.get("tahoe-lafs")}.
   a sync mote), every result checked; peers `ray.get([echo.remote(x) for x in ...])` and
   `client.gather(client.map(echo, range(n), pure=False))`, same items, checked (fewer for
   slow peers: {_counts(z, "map_throughput") or "none"}).
-- `startup_s`: `.venv/bin/motes --home TMP up --nodes 1 --detach`, wall time until the
-  command returns (the node is ready and the CLI has listed it; this includes starting the
-  Python interpreter and its imports); then `motes down`. Peers, in a fresh process and
-  namespace each time, after their import: `ray.init(num_cpus=2, include_dashboard=False)`
-  returning; Dask `LocalCluster(n_workers=1, threads_per_worker=1)` + `Client` until the
-  worker is connected.
+- `startup_s`: `.venv/bin/motes --home TMP up --nodes 3 --detach`, wall time until the
+  command returns (every node is ready, one leads, and the CLI has listed them; this
+  includes starting the Python interpreters and their imports); then `motes down`.
+  Peers, in a fresh process and namespace each time, after their import:
+  `ray.init(num_cpus=2, include_dashboard=False)` returning; Dask
+  `LocalCluster(n_workers=1, threads_per_worker=1)` + `Client` until the worker is
+  connected.
 - `node_idle_rss_MB`: RSS (VmRSS, MiB) {z["idle_s"]:g} s after start, in the same runs as
-  `startup_s`: the `motes.node` agent process (`mesh.json` `nodes[0].pid`, no app
-  deployed); Ray's raylet; Dask's one worker process.
+  `startup_s`: the first node, its `motes.node` agent process (`mesh.json`
+  `nodes[0].pid`, no app deployed, its store service a task inside it) plus any store
+  service process of that node, not its warm worker; Ray's raylet; Dask's one worker
+  process.
 - One node process, and each echo mote pinned to one instance (`max=1`: one worker
   process, as Ray's side is one actor); Ray has 2 CPUs (`num_cpus=2`) and Dask
   2 worker processes of one thread: nats-server, the node, its workers, the responder,

@@ -1,12 +1,14 @@
 """startup_s and node_idle_rss_MB: a system from nothing to ready, then one process idle.
 
-One measurement gives both rows. Motes: ``motes --home TMP up --nodes 1 --detach``, wall
-time until the CLI returns (interpreter start and imports included), then the RSS of the
-node agent (``mesh.json`` ``nodes[0].pid``) ``idle_s`` later, then ``motes down``. Peers,
+One measurement gives both rows. Motes: ``motes --home TMP up --nodes 3 --detach``, wall
+time until the CLI returns (interpreter starts and imports included), then the RSS of the
+first node ``idle_s`` later: its agent (``mesh.json`` ``nodes[0].pid``, which hosts the
+node's store service) plus any store service process of that node; then ``motes down``. Peers,
 each time in a fresh process and a fresh loopback-only namespace (``bench/drivers/``):
 ``ray.init()`` (after ``import ray``), then the raylet's RSS; Dask ``LocalCluster`` (one
 worker) + ``Client`` until the worker is connected (after the import), then that worker
-process's RSS. Goals are absolute: ``motes up`` <= 1 s, idle node <= 40 MB.
+process's RSS. Goals are absolute: ``motes up`` (3 nodes) <= 1 s, idle node (agent +
+store) <= 50 MB.
 """
 
 from __future__ import annotations

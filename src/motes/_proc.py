@@ -3,6 +3,9 @@
 - ``spawn`` starts a child with an allow-listed environment (never the parent's whole
   one: secrets travel in 0600 config files, not in argv or env) and asks the kernel to
   SIGTERM it if its parent dies (``PR_SET_PDEATHSIG``, Linux).
+- ``spawn(..., held=True)`` starts a child ahead of need: it imports what it runs, then
+  waits (``wait_until_released``) until its starter has written its settings and
+  ``release`` lets it go on, so interpreter starts overlap whatever the starter does meanwhile.
 - ``stop`` is terminate, wait, kill.
 - ``process_main`` runs a process's main coroutine on uvloop where it is installed;
   the first SIGTERM or SIGINT asks it to drain, a second one exits at once.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import importlib
 import os
 import signal
 import sys
@@ -26,10 +30,12 @@ __all__ = [
     "die_with_parent",
     "process_main",
     "python",
+    "release",
     "run_main",
     "serve_until_drained",
     "spawn",
     "stop",
+    "wait_until_released",
 ]
 
 T = TypeVar("T")
@@ -86,15 +92,17 @@ async def spawn(
     cwd: Path | None = None,
     new_session: bool = False,
     detached: bool = False,
+    held: bool = False,
 ) -> asyncio.subprocess.Process:
     """Start ``args`` with ``child_env(env)``; it dies with us (PDEATHSIG) unless
     ``detached`` (a daemon that outlives the command that started it).
 
     ``new_session``: a terminal's Ctrl-C then reaches only us, and we stop it in order.
+    ``held``: its stdin is a pipe on which ``release`` tells it to go on.
     """
     return await asyncio.create_subprocess_exec(
         *args,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE if held else asyncio.subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
         cwd=cwd,
@@ -102,6 +110,27 @@ async def spawn(
         preexec_fn=None if detached else die_with_parent,
         start_new_session=new_session or detached,
     )
+
+
+async def release(proc: asyncio.subprocess.Process) -> None:
+    """Let a child started with ``held=True`` go on (its settings are written)."""
+    assert proc.stdin is not None, "release is for a child spawned with held=True"
+    proc.stdin.write(b"go\n")
+    try:
+        await proc.stdin.drain()
+    except ConnectionError:
+        pass  # it exited meanwhile: whoever waits on it sees its exit code
+    proc.stdin.close()
+
+
+def wait_until_released(preload: tuple[str, ...] = ()) -> None:
+    """In a child spawned with ``held=True``: import ``preload`` (modules it would
+    otherwise import lazily once running), then block until its starter lets it go on
+    (``release``); exit if the starter went away first (its stdin closed without a word)."""
+    for module in preload:
+        importlib.import_module(module)
+    if not sys.stdin.readline():
+        sys.exit("motes: the process that started this one went away before releasing it")
 
 
 def python(module: str, *args: str) -> list[str]:

@@ -66,12 +66,7 @@ async def test_no_secret_in_argv_or_environment_and_workers_get_only_the_allow_l
     pids = _children(os.getpid())
     workers = [p for p in pids if any(b"motes.runtime.worker" in a for a in _read(p, "cmdline"))]
     assert len(workers) >= 3 + 3  # the kit's instances, and each node's warm worker
-    kinds = {
-        "nats-server": 0,
-        "motes.node": 0,
-        "motes.store.service": 0,
-        "motes.trust.authority": 0,
-    }
+    kinds = {"nats-server": 0, "motes.node": 0, "motes.trust.authority": 0}
     for pid in pids:
         argv = _read(pid, "cmdline")
         environ = _read(pid, "environ")
@@ -84,7 +79,7 @@ async def test_no_secret_in_argv_or_environment_and_workers_get_only_the_allow_l
             if a == b"--config":  # settings travel as files only their owner reads
                 mode = stat.S_IMODE(Path(argv[i + 1].decode()).stat().st_mode)
                 assert mode == 0o600, f"pid {pid}: {argv[i + 1]!r} is mode {mode:o}"
-    want = {"nats-server": 1, "motes.node": 3, "motes.store.service": 3, "motes.trust.authority": 1}
+    want = {"nats-server": 1, "motes.node": 3, "motes.trust.authority": 1}  # stores: in nodes
     assert kinds == want, kinds
     allowed = ENV_ALLOWED | {"PYTHONUNBUFFERED"}
     for pid in workers:

@@ -9,6 +9,7 @@ suite), so these run in seconds without servers or processes.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -256,3 +257,26 @@ async def test_a_node_whose_store_does_not_start_is_not_ready(tmp_path: Path) ->
             await asyncio.wait_for(ready.wait(), 1.0)
         assert agent.state is NodeState.STARTING
         assert [s.state for s in statuses] == ["starting"]
+
+
+async def test_a_store_that_dies_is_restarted_while_the_nodes_motes_keep_serving(
+    tmp_path: Path,
+) -> None:
+    async with agent_running(tmp_path) as (agent, mesh, ready):
+        await asyncio.wait_for(ready.wait(), 10)
+        await mesh.deploy(APPS / "second.py", timeout=20)
+        workers = {iid: i.worker for iid, i in agent.instances.items()}
+        first = agent._store
+        assert first is not None and first.alive
+        first.signal(signal.SIGKILL)  # the store service's task ends, as in a crash
+        assert await first.wait() == -signal.SIGKILL
+        assert await mesh.call("second.hello", "memory") == "hello memory"
+
+        async def restarted() -> bool:
+            store = agent._store
+            return store is not first and store is not None and await store.ready(0.1)
+
+        await eventually(restarted, timeout=10, what="a new store service")
+        assert agent.state is NodeState.READY
+        assert {iid: i.worker for iid, i in agent.instances.items()} == workers
+        assert all(w is not None and w.alive for w in workers.values())

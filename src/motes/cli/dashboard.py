@@ -7,8 +7,6 @@ import asyncio
 import sys
 
 from ..client import Mesh
-from ..web import Dashboard
-from ..web.auth import is_loopback
 from .registry import Kind, arg, command
 
 __all__ = ["dashboard"]
@@ -28,6 +26,10 @@ __all__ = ["dashboard"]
     kind=Kind.STREAM,
 )
 async def dashboard(mesh: Mesh, ns: argparse.Namespace) -> int:
+    # Imported here: every other command starts without the web server's modules.
+    from ..web import Dashboard
+    from ..web.auth import is_loopback
+
     bind = ns.bind or "127.0.0.1"
     dash = Dashboard(
         mesh, bind=bind, port=ns.port, allow_remote=ns.bind is not None, compute=not ns.no_compute

@@ -1,8 +1,10 @@
 """``python -m motes.node --config FILE``: one node agent process.
 
 Its settings (lattice, node name, home and labels, timing) come from the 0600 file its
-starter wrote. The first SIGTERM or SIGINT drains (withdraws the node, stops its
-workers); a second one exits at once.
+starter wrote. With ``--held`` it imports everything first and reads that file only once
+its starter releases it (``_proc.release``): ``motes up`` starts the interpreters while
+the lattice starts and its nodes are admitted. The first SIGTERM or SIGINT drains
+(withdraws the node, stops its workers); a second one exits at once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import logging
 import sys
 
-from .._proc import process_main
+from .._proc import process_main, wait_until_released
 from ..config import Config, LatticeConfig, load_config
 from ..errors import MotesError, Unauthorized
 from ..wire.bus import Bus
@@ -48,7 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="motes-node")
     parser.add_argument("--config", required=True, help="this node's settings (a 0600 file)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--held", action="store_true", help="read --config once the starter says so (stdin)"
+    )
     ns = parser.parse_args(argv)
+    if ns.held:
+        wait_until_released(preload=("motes.wire._nats",))
     try:
         config = load_config(env={"MOTES_CONFIG": ns.config})
     except MotesError as exc:

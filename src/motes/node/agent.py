@@ -30,7 +30,7 @@ import msgspec
 
 from .. import __version__
 from ..app.bundle import extract_bundle
-from ..config import Config, LatticeConfig
+from ..config import Config
 from ..errors import (
     BadMessage,
     Forbidden,
@@ -64,14 +64,13 @@ from ..wire.messages import (
 from .exec import ExecService
 from .inventory import detect_inventory, read_power
 from .meter import MetricsServer, UsageLedger, openmetrics, publish_usage
-from .workers import Child, Launcher, ProcessLauncher, WorkerProc, new_worker_id
+from .workers import Child, Connect, Launcher, ProcessLauncher, WorkerProc, new_worker_id
 
 __all__ = ["NodeAgent"]
 
 log = logging.getLogger(__name__)
 
 _Handler = Callable[[Message], Awaitable[None]]
-Connect = Callable[[LatticeConfig, str], Awaitable[Bus]]
 
 
 @dataclass(eq=False)
@@ -111,7 +110,11 @@ class NodeAgent:
             self.creds = NodeCredentials(
                 bus, self.id, self.home / "run", dataclasses.replace(config.lattice, credentials="")
             )
-        self.launcher = launcher or ProcessLauncher(self.config, self.creds)
+        if launcher is None:
+            if connect is None:
+                raise ValueError("an agent that starts real children needs `connect`")
+            launcher = ProcessLauncher(self.config, connect, self.creds)
+        self.launcher = launcher
         self._connect = connect
         inventory = detect_inventory()
         self.record = NodeRecord(
@@ -186,15 +189,16 @@ class NodeAgent:
                     tg.create_task(self.scheduler.run())
                 if self.creds is not None:
                     tg.create_task(self._keep_credentials(self.creds))
-                # The warm pool fills in the background (a call that finds it empty starts
-                # a worker itself); the node is ready once its store service is.
-                self._spawn(self._fill_warm_pool(), "warm pool")
                 await _first(store_up.wait(), self._stop.wait())
                 if not self._stop.is_set():
                     self.state = NodeState.READY
                     log.info("node %s (%s) ready", self.name, self.id)
                     if started is not None:
                         started.set()
+                    # The node is ready once its store service is; the warm pool fills
+                    # after that, so its interpreter start does not compete with the
+                    # node's own (a call that finds it empty starts a worker itself).
+                    self._spawn(self._fill_warm_pool(), "warm pool")
                     await self._stop.wait()
                 self.state = NodeState.DRAINING
                 await self._shutdown(nodes)

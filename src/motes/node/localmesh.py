@@ -33,6 +33,8 @@ from ..wire.trust import Hub
 __all__ = ["LocalMesh", "NodeProc"]
 
 log = logging.getLogger(__name__)
+_READY_ROUND_S = 0.1
+"""How long one round of ``wait_ready`` waits for the nodes' answers."""
 
 
 @dataclass(eq=False)
@@ -41,6 +43,8 @@ class NodeProc:
     home: Path
     labels: dict[str, str]
     proc: asyncio.subprocess.Process | None = None
+    held: bool = False
+    """Its interpreter is started and waits for its settings (``LocalMesh.start_node``)."""
 
     @property
     def pid(self) -> int:
@@ -118,10 +122,15 @@ class LocalMesh:
         return f"hub-{self.trust.keys.mesh_id}" if self.trust else "motes"
 
     async def start(self, timeout: float = 60.0) -> None:
+        """Ready when every node is and one of them leads. The interpreters of the
+        authority and of every node start first and import while the lattice starts and
+        the nodes are admitted; each reads its settings once they are written."""
         self.home.mkdir(parents=True, exist_ok=True)
         try:
             if self.auth:
                 self.trust = LocalTrust(self.home, self.timing)
+                await self.trust.spawn_authority()
+            await asyncio.gather(*(self._spawn_node(n) for n in self.nodes))
             if self._url is None:
                 self.server = await NatsServer.start(
                     self._server_config(), workdir=self.home / "lattice"
@@ -180,10 +189,12 @@ class LocalMesh:
         self._owner = self.trust.owner_lattice(servers)
         bus = await self.connect("motes up (owner)")
         try:
-            for n in self.nodes:
-                self._node_lattice[n.name] = await self.trust.admit_node(bus, n.name, n.home)
+            admitted = await asyncio.gather(
+                *(self.trust.admit_node(bus, n.name, n.home) for n in self.nodes)
+            )
         finally:
             await bus.close()
+        self._node_lattice.update(zip((n.name for n in self.nodes), admitted, strict=True))
 
     @property
     def _domain(self) -> str:
@@ -232,30 +243,50 @@ class LocalMesh:
             ),
         )
 
-    async def start_node(self, node: NodeProc) -> None:
+    async def _spawn_node(self, node: NodeProc) -> None:
+        """Start the node's interpreter, held until ``start_node`` writes its settings."""
         node.home.mkdir(parents=True, exist_ok=True)
-        # Minted here, so the node reads its key without loading the crypto library.
-        SigningKey.provision(node.home / "node.key", KeyKind.NODE)
-        config = write_config(self.node_config(node), node.home / "run" / "node.json")
         log_file = open(node.home / "node.log", "ab")
         try:
             node.proc = await _proc.spawn(
-                _proc.python("motes.node", "--config", str(config)),
+                _proc.python("motes.node", "--config", str(self._node_file(node)), "--held"),
                 stdout=log_file,
                 stderr=log_file,
                 new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
+                held=True,
             )
         finally:
             log_file.close()
+        node.held = True
+
+    @staticmethod
+    def _node_file(node: NodeProc) -> Path:
+        return node.home / "run" / "node.json"
+
+    async def start_node(self, node: NodeProc) -> None:
+        """Write the node's settings and let it run (spawning it first if it is not)."""
+        node.home.mkdir(parents=True, exist_ok=True)
+        # Minted here, so the node reads its key without loading the crypto library.
+        SigningKey.provision(node.home / "node.key", KeyKind.NODE)
+        write_config(self.node_config(node), self._node_file(node))
+        if not (node.held and node.alive):
+            await self._spawn_node(node)
+        assert node.proc is not None
+        node.held = False
+        await _proc.release(node.proc)
 
     async def connect(self, name: str = "motes mesh") -> Bus:
         from ..wire._nats import NatsBus
 
         return await NatsBus.connect(self.lattice, name=name)
 
-    async def statuses(self, bus: Bus) -> list[NodeStatus]:
+    async def statuses(self, bus: Bus, timeout: float | None = None) -> list[NodeStatus]:
+        """Every node's answer that arrives within ``timeout`` (default: ``scatter_s``)."""
         answers = await bus.scatter(
-            subjects.CTL_NODES, b"", expected=len(self.nodes), timeout=self.timing.scatter_s
+            subjects.CTL_NODES,
+            b"",
+            expected=len(self.nodes),
+            timeout=self.timing.scatter_s if timeout is None else timeout,
         )
         return [decode(a, NodeStatus) for a in answers]
 
@@ -270,7 +301,9 @@ class LocalMesh:
                         tail = _tail(n.home / "node.log")
                         raise StartupError(f"{n.name} exited with code {n.proc.returncode}: {tail}")
                 want = {n.name for n in self.nodes if n.alive}
-                seen = await self.statuses(bus)
+                # A short round: while a node is still starting it does not answer, and a
+                # round waits its whole timeout for it; a missed answer is asked again.
+                seen = await self.statuses(bus, _READY_ROUND_S)
                 ready = {s.record.name for s in seen if s.state == NodeState.READY}
                 if want <= ready and (not leader or any(s.leader for s in seen)):
                     return

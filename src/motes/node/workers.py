@@ -1,9 +1,13 @@
 """A node agent's children: worker processes and the store service, behind a ``Launcher``.
 
-``ProcessLauncher`` starts real processes (``python -m motes.runtime.worker``,
-``python -m motes.store.service``): each gets an allow-listed environment, its settings
-as the path of a 0600 file, and dies with the agent (PDEATHSIG). Tests of the agent
-pass a launcher that runs the same services as tasks on an in-memory lattice.
+``ProcessLauncher`` starts workers as real processes (``python -m motes.runtime.worker``):
+each gets an allow-listed environment, its settings as the path of a 0600 file, and dies
+with the agent (PDEATHSIG). The store service runs as a task of the agent's own process
+(``TaskChild``), on a connection and credential of its own: a separate interpreter per
+node cost ~40 MiB and ~0.3 s of start-up for a service that is idle most of the time, and
+a store failure still only ends its task, which the agent restarts (see ``agent``).
+Tests of the agent pass a launcher that runs the workers as tasks too, on an in-memory
+lattice.
 
 A ``WorkerProc`` is what the agent knows of one worker: it talks to it over the bus
 (assign, query, stop) and ships its output, in batches, to the log stream.
@@ -17,14 +21,15 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import _proc
 from ..config import Config, LatticeConfig, write_config
 from ..errors import BadMessage, MotesError, NoReply, NoResponders, RetryableError, StartupError
+from ..store.service import serve_store
 from ..trust.client import NodeCredentials
 from ..wire import resources, subjects
 from ..wire.bus import Bus
@@ -41,7 +46,7 @@ from ..wire.messages import (
     WorkerStop,
 )
 
-__all__ = ["Child", "Launcher", "ProcessLauncher", "WorkerProc"]
+__all__ = ["Child", "Launcher", "ProcessLauncher", "TaskChild", "WorkerProc"]
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -141,13 +146,81 @@ class _Process:
         return line.strip() == b"ready"
 
 
-class ProcessLauncher:
-    """Real child processes. Each gets its settings in a 0600 file under the node's
-    ``run/`` directory: never a secret in argv or the environment. In an authenticated
-    mesh each also gets a credential of its own (``creds``), scoped to what it does."""
+class TaskChild:
+    """A service running as a task of this process, seen as a child: ``signal`` stops
+    it (SIGKILL cancels it); it exits 0 when it returned, 1 when it raised."""
 
-    def __init__(self, config: Config, creds: NodeCredentials | None = None) -> None:
+    def __init__(self, task: asyncio.Task[None], stop: asyncio.Event, ready: asyncio.Event):
+        self.task = task
+        self._stop = stop
+        self._ready = ready
+
+    @classmethod
+    def start(
+        cls, run: Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
+    ) -> TaskChild:
+        """Start ``run(stop, ready)`` as a task; whoever starts it keeps the child."""
+        stop, ready = asyncio.Event(), asyncio.Event()
+        return cls(asyncio.ensure_future(run(stop, ready)), stop, ready)
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    @property
+    def alive(self) -> bool:
+        return not self.task.done()
+
+    @property
+    def returncode(self) -> int | None:
+        if not self.task.done():
+            return None
+        if self.task.cancelled():
+            return -signal.SIGKILL
+        return 0 if self.task.exception() is None else 1
+
+    async def wait(self) -> int:
+        await asyncio.wait({self.task})
+        code = self.returncode
+        assert code is not None
+        return code
+
+    def signal(self, sig: int) -> None:
+        if sig == signal.SIGKILL:
+            self.task.cancel()
+        else:
+            self._stop.set()
+
+    async def output(self) -> AsyncIterator[LogLine]:
+        await self.wait()
+        return
+        yield  # an async generator that yields nothing: output goes to this process's
+
+    async def ready(self, timeout: float) -> bool:
+        """Ready within ``timeout``; False at once if it ended first."""
+        waiter = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({waiter, self.task}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            waiter.cancel()
+        return self._ready.is_set()
+
+
+Connect = Callable[[LatticeConfig, str], Awaitable[Bus]]
+"""Opens a lattice connection with the given settings and connection name."""
+
+
+class ProcessLauncher:
+    """Workers as real child processes, the store service as a task on a connection of
+    its own (``connect``). Each worker gets its settings in a 0600 file under the node's
+    ``run/`` directory: never a secret in argv or the environment. In an authenticated
+    mesh each child also gets a credential of its own (``creds``), scoped to what it does."""
+
+    def __init__(
+        self, config: Config, connect: Connect, creds: NodeCredentials | None = None
+    ) -> None:
         self.config = config
+        self.connect = connect
         self.creds = creds
         self.run_dir = Path(config.node.home) / "run"
 
@@ -166,13 +239,11 @@ class ProcessLauncher:
         return _Process(proc)
 
     async def start_store(self) -> Child:
-        lattice = await self.creds.store() if self.creds is not None else None
-        config = await self._config_file("store", lattice)
-        proc = await _proc.spawn(
-            _proc.python("motes.store.service", "--config", str(config)),
-            stdout=asyncio.subprocess.PIPE,
+        lattice = await self.creds.store() if self.creds is not None else self.config.lattice
+        bus = await self.connect(lattice, f"motes-store-{self.config.node.id}")
+        return TaskChild.start(
+            lambda stop, ready: serve_store(bus, self.config, stop=stop, ready=ready)
         )
-        return _Process(proc)
 
 
 def new_worker_id(node: str) -> str:

@@ -1,4 +1,4 @@
-"""The store service: one per node with disk, in its own process beside the node agent.
+"""The store service: one per node with disk, a task of the node agent's process.
 
 It keeps shares (``shares.DiskShares``) and serves them over NATS, answers "which shares
 do you hold", reports the node's holdings (shares and cache, per file) to KV for the
@@ -6,23 +6,24 @@ scheduler's data-locality rule, and answers check/repair requests (a queue group
 service takes each). One service at a time, the holder of the ``store-repair`` lease,
 watches for lost store nodes and repairs every registered file when one goes.
 
-Running apart from the agent keeps heavy transfers (hashing, fsync) from delaying the
-agent's heartbeats. Disk work runs in threads, never on the event loop.
+It runs on a lattice connection (and credential) of its own, beside the agent rather
+than in a process of its own: a second interpreter per node cost ~40 MiB and ~0.3 s of
+start-up. Disk work runs in threads, never on the event loop (a share is checked on it:
+one hash of at most a chunk's share, well under a millisecond), so transfers do not hold
+up the agent's heartbeats; a failure ends only the service's task, which the agent
+restarts while the node's workers keep serving.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .._proc import process_main, serve_until_drained
-from ..config import Config, Timing, load_config
+from ..config import Config, Timing
 from ..errors import BadMessage, MotesError, RetryableError
 from ..wire import resources, subjects
 from ..wire.bus import Bus, Message, Subscription
@@ -49,7 +50,7 @@ from .format import check_share
 from .repair import check_file
 from .shares import DiskShares, parse_header
 
-__all__ = ["StoreService"]
+__all__ = ["StoreService", "serve_store"]
 
 log = logging.getLogger(__name__)
 REPAIR_LEASE_KEY = "store-repair"
@@ -340,11 +341,13 @@ async def _serve(sub: Subscription, handle: Callable[[Message], Awaitable[None]]
             log.exception("store: a request on %s failed", msg.subject)
 
 
-async def _main(config: Config, draining: asyncio.Event) -> None:
-    from ..wire._nats import NatsBus
-
+async def serve_store(
+    bus: Bus, config: Config, *, stop: asyncio.Event, ready: asyncio.Event
+) -> None:
+    """Run this node's store service on ``bus`` (its own connection, which it closes)
+    until ``stop``; ``ready`` is set once it serves. The node agent runs it as a task of
+    its process (``node.workers.TaskChild``) and restarts it if it fails."""
     node = config.node
-    bus = await NatsBus.connect(config.lattice, name=f"motes-store-{node.id}")
     service = StoreService(
         bus,
         node=node.id,
@@ -354,24 +357,13 @@ async def _main(config: Config, draining: asyncio.Event) -> None:
         timing=config.timing,
     )
     try:
-        await serve_until_drained(lambda started: service.run(started=started), draining)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(service.run(started=ready))
+            await stop.wait()
+            task.cancel()
+    except Exception:
+        log.exception("the store service on %s failed", node.name)
+        raise
     finally:
         await service.forget()
         await bus.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m motes.store.service")
-    parser.add_argument("--config", required=True, help="the node's settings (a 0600 file)")
-    args = parser.parse_args(argv)
-    config = load_config(env={"MOTES_CONFIG": args.config})
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"store {config.node.id[:8]} %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    process_main(lambda draining: _main(config, draining))
-
-
-if __name__ == "__main__":
-    main()

@@ -34,7 +34,7 @@ from typing import cast
 
 import msgspec
 
-from .._proc import process_main, serve_until_drained
+from .._proc import process_main, serve_until_drained, wait_until_released
 from ..config import Config, load_config
 from ..errors import BadMessage, Conflict, Forbidden, IntegrityError, MotesError, RequestError
 from ..identity import KeyKind, SigningKey, fingerprint, open_signed, seal, short_id
@@ -73,7 +73,6 @@ from ..wire.trust import (
 )
 from .keyring import MeshKeys, write_secret
 from .records import read_principal, read_trust
-from .tls import ca_certificate
 
 __all__ = ["IDENTITY_TTL_S", "SESSION_TTL_S", "Authority"]
 
@@ -167,15 +166,16 @@ class Authority:
             await self._serve(sub, tg)
 
     async def prepare(self) -> None:
-        """Every bucket and stream the mesh uses exists; the owner is an admitted admin."""
-        for bucket in resources.BUCKETS:
-            if bucket.objects:
-                await self.bus.objects(bucket)
-            else:
-                await self.bus.kv(bucket)
-        for stream in resources.STREAMS:
-            await self.bus.ensure_stream(stream)
-        await self.bus.kv(resources.lease(self.lease_ttl))
+        """Every bucket and stream the mesh uses exists; the owner is an admitted admin.
+
+        Made here once, all at once (each is a JetStream request the server answers after
+        writing the stream's metadata), rather than one after another or by each process
+        that uses one."""
+        await asyncio.gather(
+            *(self.bus.objects(b) if b.objects else self.bus.kv(b) for b in resources.BUCKETS),
+            *(self.bus.ensure_stream(stream) for stream in resources.STREAMS),
+            self.bus.kv(resources.lease(self.lease_ttl)),
+        )
         if self.hub is not None:
             await self.register_hub(self.hub)
         if await read_principal(self.bus, self.owner_id) is None:
@@ -588,7 +588,7 @@ class Authority:
         if not hubs:
             return self.keys.info(servers or self.servers)
         return msgspec.structs.replace(
-            self.keys.info([h.client for h in hubs]), ca=ca_certificate(self.keys.mesh)
+            self.keys.info([h.client for h in hubs]), ca=_ca_certificate(self.keys.mesh)
         )
 
     async def _setup(self) -> ServerSetup:
@@ -682,7 +682,17 @@ class Authority:
         return encode(Ok(record.digest))
 
 
+def _ca_certificate(mesh: SigningKey) -> bytes:
+    """The mesh CA's certificate; X.509 (a large import) only for meshes with hubs."""
+    from .tls import ca_certificate
+
+    return ca_certificate(mesh)
+
+
 # --- the process ---------------------------------------------------------------------
+
+_ED25519 = "cryptography.hazmat.primitives.asymmetric.ed25519"
+"""What the authority signs with (``identity.keys`` imports it on first use)."""
 
 
 async def _main(config: Config, draining: asyncio.Event) -> None:
@@ -714,9 +724,16 @@ async def _main(config: Config, draining: asyncio.Event) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m motes.trust.authority")
     parser.add_argument("--config", required=True, help="its settings (a 0600 file)")
+    parser.add_argument(
+        "--held", action="store_true", help="read --config once the starter says so (stdin)"
+    )
     args = parser.parse_args(argv)
+    if args.held:  # `motes up` starts us while it starts the lattice (see `_proc.spawn`)
+        wait_until_released(preload=("motes.wire._nats", _ED25519))
     config = load_config(env={"MOTES_CONFIG": args.config})
-    logging.basicConfig(level=logging.INFO, format="authority %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s authority %(levelname)s %(message)s"
+    )
     logging.getLogger("nats").setLevel(logging.CRITICAL)
     process_main(lambda draining: _main(config, draining))
 

@@ -19,7 +19,6 @@ from ..wire import acl, subjects
 from ..wire.trust import Invite, Joined, JoinRequest
 from .client import PrincipalFiles, ask
 from .keyring import write_creds
-from .tls import check_ca
 
 __all__ = ["home_of", "join", "member_lattice"]
 
@@ -55,6 +54,8 @@ def _trust_ca(invite: Invite, files: PrincipalFiles) -> str:
     listens on loopback only."""
     if not invite.mesh.ca:
         return ""
+    from .tls import check_ca  # X.509, a large import: only a join needs it
+
     check_ca(invite.mesh.ca, invite.mesh.key)
     path = files.dir / "ca.pem"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ from ..wire.trust import Admit, Hub, Joined
 from .authority import IDENTITY_TTL_S, SESSION_TTL_S
 from .client import PrincipalFiles, ask
 from .keyring import MeshKeys, write_creds, write_secret
-from .tls import ServerTls, ca_certificate, issue_server_cert
 
 __all__ = ["LocalTrust"]
 
@@ -46,6 +45,8 @@ class LocalTrust:
     def hub_tls(self, listen: Listen) -> TlsFiles:
         """This machine's server certificate for ``listen``, signed here (the owner holds
         the mesh key), and the mesh CA beside it."""
+        from .tls import ServerTls, ca_certificate, issue_server_cert  # X.509: hubs only
+
         tls = ServerTls(self.home / "lattice" / "tls")
         cert = issue_server_cert(
             self.keys.mesh, tls.server_key().public, [listen.host], f"hub of {self.keys.mesh_id}"
@@ -103,10 +104,32 @@ class LocalTrust:
     def _membership(self) -> dict[str, str]:
         return {"id": self.keys.mesh_id, "key": self.mesh_key, "ca": str(self.ca or "")}
 
+    @property
+    def _authority_config(self) -> Path:
+        return self.keys.dir / "authority-config.json"
+
+    async def spawn_authority(self) -> None:
+        """Start the authority's interpreter ahead of need: it imports what it runs, then
+        waits for its settings (``start_authority``) while the lattice starts."""
+        log_file = open(self.keys.dir / "authority.log", "ab")
+        try:
+            self.proc = await _proc.spawn(
+                _proc.python(
+                    "motes.trust.authority", "--config", str(self._authority_config), "--held"
+                ),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+                new_session=True,
+                held=True,
+            )
+        finally:
+            log_file.close()
+
     async def start_authority(
         self, servers: tuple[str, ...], hub: Hub | None = None, timeout: float = 30.0
     ) -> None:
-        """Start the authority; ``hub``: this machine is the mesh's first hub."""
+        """Start the authority (spawned already, or now); ``hub``: this machine is the
+        mesh's first hub."""
         folder = self.keys.dir
         key = SigningKey.load_or_create(folder / "authority.key", KeyKind.PERSON)
         jwt = self.keys.user_jwt(
@@ -130,18 +153,11 @@ class LocalTrust:
             lattice=self._lattice(servers, creds, AUTHORITY),
             timing=self.timing,
         )
-        path = write_config(config, folder / "authority-config.json")
-        log_file = open(folder / "authority.log", "ab")
-        try:
-            self.proc = await _proc.spawn(
-                _proc.python("motes.trust.authority", "--config", str(path)),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log_file,
-                new_session=True,
-            )
-        finally:
-            log_file.close()
-        assert self.proc.stdout is not None
+        write_config(config, self._authority_config)
+        if self.proc is None:
+            await self.spawn_authority()
+        assert self.proc is not None and self.proc.stdout is not None
+        await _proc.release(self.proc)
         try:
             async with asyncio.timeout(timeout):
                 line = await self.proc.stdout.readline()
