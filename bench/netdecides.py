@@ -1,4 +1,4 @@
-"""Figures for "the network decides": scale from zero, failover, live upgrade, durable calls.
+"""Figures for "the network decides": scale from zero, failover, live upgrade.
 
 Each function runs against a real local mesh (embedded nats-server on 127.0.0.1, node
 processes) with the default timing (heartbeats every 0.25 s, failure timeout 1.5 s) and
@@ -10,9 +10,8 @@ returns raw samples; the runner takes medians and writes the rows.
   succeeds again from another node.
 - ``upgrade_errors``: failed plus lost calls while a new version is deployed under a
   steady 500 calls/s.
-- ``durable_throughput``: durable calls/s (queued in JetStream, result stored before the
-  ack), against the floor: raw JetStream publish-with-ack of the same messages at the same
-  fsync setting (``sync_interval: always``).
+
+``durable_throughput`` has its own module, ``bench/durable.py`` (``--only durable``).
 
 Run alone: ``python -m bench.netdecides [--quick]``.
 """
@@ -27,16 +26,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import nats
-import nats.js.errors
-
 from motes.client import Mesh
 from motes.errors import MotesError
 from motes.node.localmesh import LocalMesh
 
-from .runner import Result, compare
+from .runner import Result
 
-__all__ = ["durable_pair", "failover_s", "run", "scale_from_zero_ms", "upgrade_errors"]
+__all__ = ["failover_s", "run", "scale_from_zero_ms", "upgrade_errors"]
 
 _ECHO = """
 import motes
@@ -133,35 +129,6 @@ async def upgrade_errors(
     return outcomes
 
 
-async def durable_pair(client: Mesh, folder: Path, calls: int) -> tuple[float, float]:
-    """(durable calls/s through Motes, raw JetStream publish-with-ack/s), same payloads."""
-    await client.deploy(_write_app(folder, "dur", min=2))
-    started = time.perf_counter()
-    results = [r async for r in client.map("dur.echo", range(calls), durable=True)]
-    motes_rate = calls / (time.perf_counter() - started)
-    assert results == list(range(calls))
-
-    # The floor: a plain nats-py client publishing with acks on the same server.
-    nc = await nats.connect(list(client.config.lattice.servers), name="bench raw jetstream")
-    js = nc.jetstream()
-    stream = "BENCH_RAW"
-    try:
-        await js.delete_stream(stream)
-    except nats.js.errors.NotFoundError:
-        pass
-    await js.add_stream(name=stream, subjects=["bench.raw"])
-    payload = b"\x93\xa2d1\x01\x80"  # about the size of one durable call
-    started = time.perf_counter()
-    window = 256
-    for base in range(0, calls, window):
-        acks = [js.publish("bench.raw", payload) for _ in range(min(window, calls - base))]
-        await asyncio.gather(*acks)
-    raw_rate = calls / (time.perf_counter() - started)
-    await js.delete_stream(stream)
-    await nc.close()
-    return motes_rate, raw_rate
-
-
 async def run(session: object) -> list[Result]:
     """The runner's entry: its own 3-node mesh, default timing; one row per figure."""
     reps = 5
@@ -172,9 +139,6 @@ async def run(session: object) -> list[Result]:
                 zero = await scale_from_zero_ms(mesh, client, folder, reps)
                 fail = await failover_s(mesh, client, folder, reps)
                 up = await upgrade_errors(client, folder)
-                pairs = [await durable_pair(client, folder, 1000) for _ in range(reps)]
-    durable = statistics.median(m for m, _ in pairs)
-    raw = statistics.median(r for _, r in pairs)
     bad = up["sent"] - up["ok"]
     return [
         Result(
@@ -182,7 +146,6 @@ async def run(session: object) -> list[Result]:
         ),
         Result("failover_s", "s", round(statistics.median(fail), 3), None, None, None, reps),
         Result("upgrade_errors", "calls", float(bad), None, None, None, 1),
-        *compare("durable_throughput", "calls/s", durable, {"raw JetStream": raw}, reps),
     ]
 
 
@@ -198,8 +161,6 @@ async def _main(quick: bool) -> None:
                 print(f"failover_s p50 {statistics.median(fail):.2f} ({fail})")
                 up = await upgrade_errors(client, folder, seconds=3 if quick else 6)
                 print(f"upgrade: {dict(up)}")
-                m, r = await durable_pair(client, folder, 500 if quick else 2000)
-                print(f"durable_throughput {m:.0f}/s vs raw JetStream {r:.0f}/s: {m / r:.2f}")
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ How a run goes:
    one unrecorded warm-up each, and reports the median over repetitions. A row's ratio is
    motes ÷ peer of those medians, so it reads the same way as the goals in
    /work/shared/BENCHMARKS.md (lower is better for times and sizes, higher for rates).
-   ``netdecides``, ``store`` (a 10-node mesh beside a 10-node Tahoe-LAFS grid),
+   ``netdecides``, ``durable`` (a 3-node mesh; raw JetStream on its server), ``store``
+   (a 10-node mesh beside a 10-node Tahoe-LAFS grid), ``map_heavy`` (a 3-node mesh),
    ``locality`` and ``energy`` (4-node meshes) start what they measure themselves. A
    metric that fails gives a row saying so (``note``) and the run goes on; so does a
    peer that fails.
@@ -90,6 +91,7 @@ METRICS = (
     "map_throughput",
     "startup",
     "netdecides",
+    "durable",
     "store",
     "locality",
     "energy",
@@ -231,11 +233,13 @@ QUICK = Sizes(
         "call_throughput": {RAY_ACTOR: 1000, RAY_TASKS: 500, DASK: 100},
     },
     skip=(f"map_throughput:{RAY_TASKS}", f"map_throughput:{DASK}"),
-    # startup, netdecides, locality: full runs only; store at a quarter of the size
+    # startup, netdecides, locality: full runs only; store at a quarter of the size;
+    # durable at its full size (1000 calls a repetition: seconds)
     metrics=(
         "call_rtt",
         "call_throughput",
         "map_throughput",
+        "durable",
         "store",
         "auth_cost",
         "meter_cost",

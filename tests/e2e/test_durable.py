@@ -24,10 +24,11 @@ from motes.errors import (
     UnknownMote,
 )
 from motes.node.localmesh import LocalMesh
+from motes.runtime.durable import _MAX_ACK_PENDING
 from motes.testing import eventually
 from motes.wire import resources, subjects
 from motes.wire.codec import encode
-from motes.wire.messages import DurableCall
+from motes.wire.messages import DurableCall, Ok
 
 from ..conftest import APPS
 
@@ -261,3 +262,74 @@ async def test_soak_calls_and_flow_items_survive_repeated_node_kills(
     assert all(r["trail"] == ["fetch", "parse", "store"] for r in flowed)
     assert {int(x) for x in arrived.read_text().split()} == set(range(m))
     await eventually(lambda: queue_empty(client), what="every call acked")
+
+
+async def test_a_redelivered_call_is_answered_from_its_stored_result(
+    client: Mesh, tmp_path: Path
+) -> None:
+    """A worker stored the result and died before its ack: the redelivery finds the
+    result and acks it, the mote does not run again. (A first delivery is not looked up:
+    a late repeat runs, and the first stored result still stands.)"""
+    await client.deploy(JOBS)
+    log = tmp_path / "log"
+    kv = await client.bus.kv(resources.RESULTS)
+    subject = subjects.durable("jobs", "crunch")
+    pull = await client.bus.pull(  # as the worker will (crunch has no instance yet)
+        resources.CALLS,
+        durable=subjects.durable_consumer("jobs", "crunch"),
+        subject=subject,
+        ack_wait=client.config.timing.ack_wait_s,
+        max_ack_pending=_MAX_ACK_PENDING,
+    )
+    call = DurableCall("stored-first", [str(log), 7, 0.0], {}, 30_000)
+    await client.bus.publish_durable(subject, encode(call), msg_id="m-stored-first")
+    [taken] = await pull.fetch(1, timeout=10)
+    assert taken.deliveries == 1
+    await kv.create(subjects.call_result_key("jobs", "crunch", "stored-first"), encode(Ok(70)))
+    await taken.nak()  # as if its worker died after storing: delivered again
+    await pull.close()
+
+    other = await client.submit("jobs.crunch", str(log), 8, 0.0)  # starts an instance
+    assert await other.result(timeout=60) == 8
+    await eventually(lambda: queue_empty(client), timeout=60, what="the redelivery acked")
+    assert lines(log) == ["crunch 8"]  # the stored call did not run again
+    handle = client.calls.handle("jobs.crunch", "stored-first")
+    assert await handle.result(timeout=5) == 70
+
+    # A late repeat (a new message for a call id that has a result) runs, answered alike.
+    late = DurableCall("stored-first", [str(log), 9, 0.0], {}, 30_000)
+    await client.bus.publish_durable(subject, encode(late), msg_id="m-late-repeat")
+
+    async def repeat_ran() -> list[str]:
+        return lines(log, "crunch 9")
+
+    await eventually(repeat_ran, timeout=60, what="the late repeat run")
+    await eventually(lambda: queue_empty(client), timeout=60, what="the late repeat acked")
+    assert await handle.result(timeout=5) == 70
+
+
+async def test_an_async_motes_durable_calls_overlap(client: Mesh, tmp_path: Path) -> None:
+    await client.deploy(JOBS)
+    log = tmp_path / "log"
+    handles = [await client.submit("jobs.work", str(log), i, 1.0) for i in range(6)]
+    assert [(await h.result(timeout=30))[0] for h in handles] == list(range(6))
+    # One instance started a second call before it finished its first.
+    order: dict[str, list[str]] = {}
+    for line in lines(log):
+        kind, _, pid = line.split()
+        order.setdefault(pid, []).append(kind)
+    assert any(kinds[:2] == ["start", "start"] for kinds in order.values()), order
+
+
+async def test_a_durable_backlog_scales_the_mote_out(client: Mesh) -> None:
+    """Calls waiting in the stream count as the mote's queue: one busy sync instance
+    with a backlog behind it is scaled out (max=3)."""
+    await client.deploy(APPS / "backlog.py")
+    handles = [await client.submit("backlog.slow", i) for i in range(80)]
+
+    async def scaled_out() -> bool:
+        ready = [i for i in await client.ops.ps() if i.mote == "slow" and i.state == "ready"]
+        return len(ready) >= 2
+
+    await eventually(scaled_out, timeout=60, what="a second instance for the backlog")
+    assert [await h.result(timeout=60) for h in handles] == list(range(80))

@@ -357,6 +357,23 @@ async def test_pull_consumer_acks_naks_and_redelivers(connect: Connect) -> None:
     await pull.close()
 
 
+async def test_pulled_messages_say_how_many_wait_behind_them(connect: Connect) -> None:
+    bus = await connect()
+    await bus.ensure_stream(QUEUE)
+    for i in range(4):
+        await bus.publish_durable("cq.backlog", bytes([i]))
+    pull = await bus.pull(
+        QUEUE, durable="c2", subject="cq.backlog", ack_wait=30.0, max_ack_pending=10
+    )
+    first = await pull.fetch(1, timeout=5)
+    assert [(m.data, m.pending) for m in first] == [(b"\x00", 3)]
+    rest = await pull.fetch(3, timeout=5)
+    assert [(m.data, m.pending) for m in rest] == [(b"\x01", 2), (b"\x02", 1), (b"\x03", 0)]
+    for m in first + rest:
+        await m.ack()
+    await pull.close()
+
+
 async def test_replay_reads_a_stream_from_its_start(connect: Connect) -> None:
     bus = await connect()
     await bus.ensure_stream(LIMITED)

@@ -3,10 +3,14 @@
 Every instance of a function mote pulls from one JetStream consumer shared by all of
 them (``d~{app}~{mote}`` on stream ``MOTES_CALLS``). For each message:
 
-1. a call id that already has a stored result is acked and skipped (effectively once);
+1. a *redelivered* message (``deliveries`` > 1) whose call id already has a stored
+   result is acked and skipped (effectively once). A first delivery is not looked up:
+   the stream drops a repeated publish of a call id within its duplicate window, and the
+   client looks for a keyed call's result before submitting it, so a first delivery with
+   a result is a rare late repeat, which step 2 answers with the first result anyway;
 2. otherwise the mote runs (``in_progress`` keeps the message ours while it does), and
    its ``Ok``/``Err`` is stored with a KV *create*: if another instance stored one first,
-   that first result stands;
+   that first result stands (and is the one forwarded);
 3. a flow item is then forwarded to its next stage (see ``next_stage``), or its result
    stored as the flow's result if this was the last stage;
 4. only then is the message acked. A crash anywhere before the ack means redelivery,
@@ -14,17 +18,33 @@ them (``d~{app}~{mote}`` on stream ``MOTES_CALLS``). For each message:
 
 A mote that raises has *completed*: its ``Err`` is the stored result. Bytes that are not
 a ``DurableCall`` are terminated (never redelivered) and logged.
+
+Each message is served by its own task, so the results of one fetch are stored (and
+acked) together, pipelined on the connection. An async mote runs as many calls at once
+as its slots allow. A sync mote runs one at a time, but takes as many messages per
+fetch as it runs in about ``_BATCH_BUDGET_S`` (measured), and runs all those waiting in
+one hop to its thread (``_Serial``): the round trips are paid per batch, not per call.
+``backlog`` (the consumer's undelivered messages) is the instance's queue as the
+autoscaler sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ..config import Timing
-from ..errors import BadMessage, Conflict, PayloadTooLarge, RequestError, RetryableError
+from ..errors import (
+    BadMessage,
+    Conflict,
+    FatalError,
+    PayloadTooLarge,
+    RequestError,
+    RetryableError,
+)
 from ..ids import check_name
 from ..meter import CallMeter, Started
 from ..sandbox import Sandbox
@@ -39,6 +59,8 @@ log = logging.getLogger(__name__)
 
 _RETRY_S = 0.1
 _MAX_BATCH = 32
+_BATCH_BUDGET_S = 0.01
+"""A sync mote takes as many calls per fetch as it runs in about this long."""
 _MAX_ACK_PENDING = 4096
 
 
@@ -67,8 +89,9 @@ class DurableServer:
     """Serves one function mote instance's durable calls until ``stopping`` is set.
 
     ``slots`` (async motes) is the instance's concurrency limit, shared with its plain
-    calls; without it calls run one at a time. Every call goes through the instance's
-    ``meter``, so draining waits for calls in hand.
+    calls. Without it (sync motes, and async ones of concurrency 1) calls run one at a
+    time; a sync mote's are batched through ``_Serial``. Every call goes through the
+    instance's ``meter``, so draining waits for calls in hand.
     """
 
     def __init__(
@@ -91,8 +114,13 @@ class DurableServer:
         self.mote = spec.mote
         self.qualname = f"{spec.app}.{spec.mote}"
         self.stopping = stopping
-        # Without the instance's slots (sync motes), one durable call at a time.
-        self.slots = slots if slots is not None else asyncio.Semaphore(1)
+        # A sync mote holds up to a batch of messages; _Serial runs them one at a time.
+        self._serial = _Serial(host) if slots is None and not host.is_async else None
+        if slots is None:
+            slots = asyncio.Semaphore(_MAX_BATCH if self._serial else 1)
+        self.slots = slots
+        self.backlog = 0
+        """Messages of this mote's consumer not yet delivered, at the last fetch."""
         self._results: KV | None = None
         self._flows: KV | None = None
 
@@ -116,6 +144,7 @@ class DurableServer:
                         finally:
                             for _ in range(taken - len(msgs)):
                                 self.slots.release()
+                        self.backlog = msgs[-1].pending if msgs else 0
                         delay = _RETRY_S
                     except (RetryableError, OSError) as exc:
                         log.warning("%s: durable calls paused: %s; retrying", self.qualname, exc)
@@ -153,10 +182,12 @@ class DurableServer:
             pass
 
     async def _take_slots(self) -> int:
-        """Wait for one free slot, then take up to a batch of any others free right now."""
+        """Wait for one free slot, then take up to a batch of any others free right now
+        (for a sync mote, as many as it runs in about ``_BATCH_BUDGET_S``)."""
         await self.slots.acquire()
         taken = 1
-        while taken < _MAX_BATCH and not self.slots.locked():
+        limit = self._serial.fit() if self._serial is not None else _MAX_BATCH
+        while taken < limit and not self.slots.locked():
             await self.slots.acquire()
             taken += 1
         return taken
@@ -187,7 +218,7 @@ class DurableServer:
             key = subjects.stage_result_key(self.app, call.flow, self.mote, token)
         else:
             key = subjects.call_result_key(self.app, self.mote, token)
-        stored = await self._stored(key)
+        stored = await self._stored(key) if msg.deliveries > 1 else None
         if stored is None:
             reply = await self._run(msg, call)
             # The slot bounds running calls; storing and acking overlap the next one.
@@ -200,7 +231,10 @@ class DurableServer:
 
     async def _run(self, msg: JetMsg, call: DurableCall) -> Ok | Err:
         """Invoke the mote, telling JetStream it is still in progress while it runs."""
-        work = self.host.invoke(call.args, call.kwargs, call.timeout_ms, offload=True)
+        if self._serial is not None:
+            work = self._serial.invoke(call)
+        else:
+            work = self.host.invoke(call.args, call.kwargs, call.timeout_ms, offload=True)
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(work)
             while True:
@@ -296,6 +330,67 @@ def _checked(call: DurableCall) -> DurableCall:
     for name in ([call.flow] if call.flow else []) + call.path + call.done:
         check_name("flow or stage", name)
     return call
+
+
+class _Serial:
+    """A sync mote's durable calls, run one after another off the event loop: all those
+    waiting when the mote comes free go to its thread in one hop (``invoke_batch``)."""
+
+    def __init__(self, host: Sandbox) -> None:
+        self._host = host
+        self._lock = asyncio.Lock()
+        self._waiting: list[tuple[DurableCall, asyncio.Future[Ok | Err]]] = []
+        self._per_call_s: float | None = None
+        """Measured run time per call (a moving average); None before the first."""
+
+    def fit(self) -> int:
+        """Calls to take at once: as many as run in about ``_BATCH_BUDGET_S``; one until
+        a call has been timed, so a slow mote never holds calls others could run."""
+        if self._per_call_s is None:
+            return 1
+        return max(1, min(_MAX_BATCH, int(_BATCH_BUDGET_S / max(self._per_call_s, 1e-6))))
+
+    async def invoke(self, call: DurableCall) -> Ok | Err:
+        fut: asyncio.Future[Ok | Err] = asyncio.get_running_loop().create_future()
+        self._waiting.append((call, fut))
+        try:
+            async with self._lock:
+                if not fut.done():  # else an earlier holder ran it with its batch
+                    await self._run_waiting()
+        except asyncio.CancelledError:
+            if not fut.cancel() and not fut.cancelled():
+                fut.exception()  # settled by our own batch; nobody waits for it now
+            raise
+        return fut.result()
+
+    async def _run_waiting(self) -> None:
+        batch, self._waiting = self._waiting, []
+        calls = [c for c, _ in batch]
+        replies: list[Ok | Err] = []
+        failure: Exception = FatalError("the batch this call ran in did not finish")
+        started = time.perf_counter()
+        try:
+            replies = await self._host.invoke_batch(
+                [c.args for c in calls],
+                max(c.timeout_ms for c in calls),
+                kwargs=[c.kwargs for c in calls],
+                offload=True,
+            )
+        except Exception as exc:  # a bug (ours or the host's): every message goes back
+            failure = exc
+        finally:
+            # Every waiter gets its reply; if the batch did not finish, an error that
+            # makes its message go back to the queue (see ``_settled``).
+            for i, (_, fut) in enumerate(batch):
+                if fut.done():
+                    continue
+                if i < len(replies):
+                    fut.set_result(replies[i])
+                else:
+                    fut.set_exception(failure)
+        took = (time.perf_counter() - started) / len(batch)
+        last = self._per_call_s
+        self._per_call_s = took if last is None else 0.7 * last + 0.3 * took
 
 
 class _Slot:

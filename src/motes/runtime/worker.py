@@ -119,6 +119,7 @@ class Worker:
         self._tg: asyncio.TaskGroup | None = None
         self._host: Sandbox | None = None
         self._actors: Actors | None = None
+        self._durable: DurableServer | None = None
         self._slots: asyncio.Semaphore | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -184,6 +185,11 @@ class Worker:
     def status(self) -> InstanceStatus:
         spec = self.spec
         queued = sum(sub.pending for sub in self._subs)
+        if self._durable is not None:
+            # Durable calls waiting in the stream are this mote's queue too. Every instance
+            # sees the whole (shared) backlog, so the sum over instances overstates it; the
+            # autoscaler's cap on each step (at most doubling) keeps that harmless.
+            queued += self._durable.backlog
         usage = self.meter.usage
         return InstanceStatus(
             iid=spec.iid if spec else "",
@@ -276,7 +282,7 @@ class Worker:
             )
             self._subs.append(sub)
             self._tg.create_task(self._serve_calls(sub))
-            durable = DurableServer(
+            durable = self._durable = DurableServer(
                 bus,
                 spec,
                 host,

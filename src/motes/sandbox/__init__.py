@@ -43,8 +43,17 @@ class Sandbox(Protocol):
         while sync code runs (durable calls keep telling the queue they are alive)."""
         ...
 
-    async def invoke_batch(self, items: list[list[Any]], timeout_ms: int) -> list[Ok | Err]:
-        """Several calls (a ``map`` batch), results in order."""
+    async def invoke_batch(
+        self,
+        items: list[list[Any]],
+        timeout_ms: int,
+        *,
+        kwargs: list[dict[str, Any]] | None = None,
+        offload: bool = False,
+    ) -> list[Ok | Err]:
+        """Several calls (a ``map`` batch, or a sync mote's durable calls), results in
+        order. ``kwargs[i]``: item i's keyword arguments (None: no keywords for any).
+        ``offload``: sync code runs off the event loop, the whole batch in one hop."""
         ...
 
     async def activate(self, key: str, state: bytes | None) -> None:

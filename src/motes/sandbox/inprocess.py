@@ -78,12 +78,25 @@ class InProcessHost:
             return await asyncio.to_thread(handler.invoke_sync, args, kwargs)
         return await handler.invoke(args, kwargs, timeout_ms)
 
-    async def invoke_batch(self, items: list[list[Any]], timeout_ms: int) -> list[Ok | Err]:
+    async def invoke_batch(
+        self,
+        items: list[list[Any]],
+        timeout_ms: int,
+        *,
+        kwargs: list[dict[str, Any]] | None = None,
+        offload: bool = False,
+    ) -> list[Ok | Err]:
         handler = self._handler
         assert handler is not None, "not a function mote"
+        kws = kwargs if kwargs is not None else [{}] * len(items)
         if handler.is_async:
-            return list(await asyncio.gather(*(handler.invoke(a, {}, timeout_ms) for a in items)))
-        return [handler.invoke_sync(a, {}) for a in items]
+            calls = (handler.invoke(a, k, timeout_ms) for a, k in zip(items, kws, strict=True))
+            return list(await asyncio.gather(*calls))
+
+        def run() -> list[Ok | Err]:
+            return [handler.invoke_sync(a, k) for a, k in zip(items, kws, strict=True)]
+
+        return await asyncio.to_thread(run) if offload else run()
 
     # --- actors --------------------------------------------------------------------------
 

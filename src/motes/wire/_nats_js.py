@@ -245,6 +245,10 @@ class NatsJetMsg:
     def deliveries(self) -> int:
         return int(self._msg.metadata.num_delivered)
 
+    @property
+    def pending(self) -> int:
+        return int(self._msg.metadata.num_pending or 0)
+
     async def ack(self) -> None:
         with mapped("acknowledging a durable message"):
             await self._msg.ack()

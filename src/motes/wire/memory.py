@@ -356,10 +356,11 @@ class _Stream:
 
 
 class _JetMsg:
-    def __init__(self, stream: _Stream, consumer: _Consumer, stored: _Stored) -> None:
+    def __init__(self, stream: _Stream, consumer: _Consumer, stored: _Stored, pending: int) -> None:
         self._stream = stream
         self._c = consumer
         self._m = stored
+        self._pending = pending
 
     @property
     def subject(self) -> str:
@@ -372,6 +373,10 @@ class _JetMsg:
     @property
     def deliveries(self) -> int:
         return self._c.deliveries.get(self._m.seq, 1)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
 
     async def ack(self) -> None:
         self._c.inflight.pop(self._m.seq, None)
@@ -405,14 +410,16 @@ class _Pull:
         while True:
             self._bus._check()
             now = self._s.lattice.clock()
-            ready = self._s.available(self._c, now)[:batch]
+            available = self._s.available(self._c, now)
+            ready = available[:batch]
             if ready:
                 out: list[JetMsg] = []
-                for seq in ready:
+                for i, seq in enumerate(ready):
                     self._c.inflight[seq] = now + self._c.ack_wait
                     self._c.later.pop(seq, None)
                     self._c.deliveries[seq] = self._c.deliveries.get(seq, 0) + 1
-                    out.append(_JetMsg(self._s, self._c, self._s.msgs[seq]))
+                    pending = len(available) - i - 1
+                    out.append(_JetMsg(self._s, self._c, self._s.msgs[seq], pending))
                 return out
             left = deadline - loop.time()
             if left <= 0:
