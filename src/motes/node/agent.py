@@ -36,6 +36,7 @@ from ..errors import (
     Forbidden,
     MotesError,
     RetryableError,
+    StartupError,
     TransportError,
     Unauthorized,
 )
@@ -145,6 +146,8 @@ class NodeAgent:
         self._stop = asyncio.Event()
         self._bundle_locks: dict[str, asyncio.Lock] = {}
         self._filling = asyncio.Lock()
+        self._launching = asyncio.Lock()
+        """Held from a worker's launch until it is in ``_workers`` (a few ms)."""
         self._spawning = asyncio.Semaphore(2)
         self._workers: set[WorkerProc] = set()
         self._tg: asyncio.TaskGroup | None = None
@@ -342,7 +345,9 @@ class NodeAgent:
         except MotesError as exc:
             log.warning("could not withdraw node record: %s", exc)
         await self._stop_store()
-        async with self._filling:  # a warm-pool refill in progress finishes first
+        # A warm-pool refill stops at ``_stop``. A worker it is still starting is not
+        # waited for: once launched it is in ``_workers``, and is stopped with the rest.
+        async with self._launching:
             pass
         # Every worker this agent started, whatever it was doing (warm, starting, serving,
         # retiring): none may outlive the node, and none may be left for PDEATHSIG.
@@ -619,9 +624,12 @@ class NodeAgent:
 
     async def _start_worker(self) -> WorkerProc:
         wid = new_worker_id(self.id)
-        child = await self.launcher.start_worker(wid)
-        worker = WorkerProc(wid, child, self.bus, self.id, log_flush_s=self.timing.log_flush_s)
-        self._workers.add(worker)
+        async with self._launching:
+            if self._stop.is_set():
+                raise StartupError(f"node {self.id} is stopping: no new worker")
+            child = await self.launcher.start_worker(wid)
+            worker = WorkerProc(wid, child, self.bus, self.id, log_flush_s=self.timing.log_flush_s)
+            self._workers.add(worker)
         self._spawn(self._pump(worker), f"output of {worker.wid}")
         await worker.wait_warm(self.timing.start_timeout_s)
         return worker
@@ -638,7 +646,12 @@ class NodeAgent:
         async with self._filling:
             self.warm = [w for w in self.warm if w.alive]
             while len(self.warm) < self.timing.warm_workers and not self._stop.is_set():
-                self.warm.append(await self._new_worker())
+                try:
+                    self.warm.append(await self._new_worker())
+                except MotesError:
+                    if self._stop.is_set():
+                        return  # stopped while it started: the shutdown stops it
+                    raise
 
     async def _take_warm(self) -> WorkerProc:
         self.warm = [w for w in self.warm if w.alive]
