@@ -94,6 +94,7 @@ METRICS = (
     "auth_cost",
     "meter_cost",
     "sandbox_exec",
+    "wasm",
 )
 CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput")
 """The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""

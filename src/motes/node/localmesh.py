@@ -67,11 +67,14 @@ class LocalMesh:
         auth: bool = True,
         listen: Listen | None = None,
         meter: str = "on",
+        wasm_cache: Path | None = None,
     ) -> None:
         """``auth``: the embedded lattice authenticates every connection (NATS operator
         mode; the mesh's keys under ``<home>/trust``). Off only to measure what it costs,
         and when ``url`` names a lattice started elsewhere. ``meter``: the nodes' call
-        meter (``[node] meter``; ``off`` only to measure what it costs).
+        meter (``[node] meter``; ``off`` only to measure what it costs). ``wasm_cache``:
+        where the nodes keep compiled WebAssembly motes; default ``<home>/wasm``, one
+        cache for this machine's nodes (they build each app once between them).
 
         ``listen``: other machines reach this one there; its server is then the mesh's
         first hub (TLS with a certificate the mesh key signs, leaf nodes accepted), and
@@ -88,6 +91,7 @@ class LocalMesh:
             raise ValueError("a lattice reachable from other machines always authenticates")
         self.listen = listen
         self.meter = meter
+        self.wasm_cache = wasm_cache or home / "wasm"
         self._owner: LatticeConfig | None = None
         self._node_lattice: dict[str, LatticeConfig] = {}
         self._url = url
@@ -222,6 +226,7 @@ class LocalMesh:
                 machine=self.machine,
                 role="hub",
                 meter=self.meter,
+                wasm_cache=str(self.wasm_cache),
             ),
         )
 

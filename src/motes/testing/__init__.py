@@ -52,6 +52,7 @@ async def local_mesh(
     timing: Timing = FAST,
     auth: bool = True,
     meter: str = "on",
+    wasm_cache: Path | None = None,
 ) -> AsyncIterator[LocalMesh]:
     """An embedded lattice and ``nodes`` node processes; everything stops on exit."""
     mesh = LocalMesh(
@@ -62,6 +63,7 @@ async def local_mesh(
         write_mesh_file=False,
         auth=auth,
         meter=meter,
+        wasm_cache=wasm_cache,
     )
     await mesh.start()
     try:
