@@ -87,6 +87,7 @@ def test_wasm_motes_are_sync_functions() -> None:
 
     with pytest.raises(BadApp, match="wasm actors"):
         app.actor(sandbox="wasm")(type("Counter", (), {}))
+
     def task() -> None: ...
 
     assert app.mote(sandbox="wasm", files={"/data": "in"})(task) is task
