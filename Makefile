@@ -40,10 +40,14 @@ browser: $(STAMP)
 	  $(BIN)/python -m pip install --quiet -e '.[dev,browser]' || \
 	  echo "playwright is not installed: the dashboard's browser tests will skip"
 
-# Confined native programs (motes.sandbox.confine) run under Debian's bubblewrap.
-# Best effort: where it cannot be installed, the bubblewrap tests skip and say why
+# Confined native programs (motes.sandbox.confine) run under Debian's bubblewrap, and
+# WebAssembly motes need the `wasm` extra (wasmtime, componentize-py).
+# Best effort: where either cannot be installed, those tests skip and say why
 # (the Landlock ones still run where the kernel has Landlock ABI >= 4).
-sandbox:
+sandbox: $(STAMP)
+	@$(BIN)/python -c 'import wasmtime, componentize_py' 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet -e '.[dev,wasm]' || \
+	  echo "the wasm extra is not installed: the WebAssembly mote tests will skip"
 	@if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; } || \

@@ -100,6 +100,7 @@ METRICS = (
     "sandbox_exec",
     "map_heavy",
     "placement",
+    "wasm",
 )
 CALL_METRICS = ("call_rtt", "call_throughput", "map_throughput", "map_heavy")
 """The metrics whose peers are the long-running drivers ``_peers`` starts for the run."""

@@ -166,6 +166,10 @@ class NodeConfig:
     """Watts per core at idle, for the power model; 0: from the table of known CPUs."""
     power_max_w: float = 0.0
     """Watts per core at full load; 0: from the table of known CPUs."""
+    wasm_cache: str = ""
+    """Where compiled WebAssembly motes are kept (``motes.sandbox._wasmbuild``); empty:
+    ``<home>/wasm``. The nodes of one machine may share one: entries are keyed by
+    content and built under a lock."""
 
     def __post_init__(self) -> None:
         if self.meter not in ("on", "off"):

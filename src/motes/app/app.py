@@ -12,9 +12,11 @@ result is the program's ``ExecResult`` fields, as ``mesh.exec`` gives them.
 from __future__ import annotations
 
 import inspect
+import posixpath
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Literal, TypeVar, overload
 
 import msgspec
@@ -23,7 +25,7 @@ from ..errors import BadApp, RequestError
 from ..ids import check_name
 from ..wire.messages import Confinement, MoteKind, MoteSpec
 
-__all__ = ["App", "Command", "Declared", "check_flow"]
+__all__ = ["WASM_FUEL", "WASM_MEMORY_MB", "App", "Command", "Declared", "check_flow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -35,6 +37,11 @@ _NEEDS_KEYS = _AMOUNTS | {"screen", "camera", "arch", "os"}
 _COMMAND_CONCURRENCY = 4
 """Programs one command mote instance runs at once, unless declared."""
 _CONFINE_KEYS = ("files", "writable", "net", "timeout", "memory_mb", "output_bytes", "env")
+WASM_FUEL = 10**10
+"""A wasm call's fuel unless declared: several seconds of CPU (~1.5e9 units/s here)."""
+WASM_MEMORY_MB = 256
+WASM_MIN_MEMORY_MB = 32
+"""The Python interpreter's snapshot alone needs about 20 MiB of linear memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,11 @@ class App:
         kind: Literal["any", "batch", "interactive"] = "any",
         idle: float = 30.0,
         energy: bool = True,
+        sandbox: Literal["native", "wasm"] = "native",
+        fuel: int = WASM_FUEL,
+        memory_mb: int = WASM_MEMORY_MB,
+        files: dict[str, str] | None = None,
+        writable: dict[str, str] | None = None,
     ) -> Callable[[F], F]: ...
 
     def mote(self, fn: Any = None, /, **options: Any) -> Any:
@@ -213,6 +225,7 @@ class App:
         idle = options.get("idle", 30.0)
         if isinstance(idle, bool) or not isinstance(idle, int | float) or not idle > 0:
             raise BadApp(f"{where}: idle must be a number of seconds > 0, not {idle!r}")
+        options.update(_sandbox_options(where, kind, target, options))
         # The autoscaler's target per instance: sync handlers take one call at a time.
         if kind == "function" and not inspect.iscoroutinefunction(target):
             options["concurrency"] = 1
@@ -258,6 +271,65 @@ class App:
             return self.motes[mote].target
         except KeyError:
             raise RequestError(f"app {self.name} has no mote {mote!r}") from None
+
+
+def _sandbox_options(
+    where: str, kind: MoteKind, target: Any, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``sandbox`` and the wasm-only options, checked, with their defaults filled in."""
+    sandbox = options.get("sandbox", "native")
+    wasm_only = sorted(k for k in ("fuel", "memory_mb", "files", "writable") if k in options)
+    if sandbox == "native":
+        if wasm_only:
+            raise BadApp(f"{where}: {', '.join(wasm_only)} apply to sandbox='wasm' motes only")
+        return {}
+    if sandbox != "wasm":
+        raise BadApp(f"{where}: sandbox must be 'native' or 'wasm', not {sandbox!r}")
+    if kind != "function":
+        raise BadApp(f"{where}: wasm actors are not supported yet; declare it natively")
+    if inspect.iscoroutinefunction(target):
+        raise BadApp(f"{where}: a wasm mote is a plain (sync) function, not async")
+    fuel = options.get("fuel", WASM_FUEL)
+    memory = options.get("memory_mb", WASM_MEMORY_MB)
+    for key, value, least in (("fuel", fuel, 1), ("memory_mb", memory, WASM_MIN_MEMORY_MB)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise BadApp(f"{where}: {key} must be an int >= {least}, not {value!r}")
+    files = _view(where, "files", options.get("files"))
+    writable = _view(where, "writable", options.get("writable"))
+    both = sorted(set(files) & set(writable))
+    if both:
+        raise BadApp(f"{where}: {both} declared in both files and writable; choose one")
+    return {"fuel": fuel, "memory_mb": memory, "files": files, "writable": writable}
+
+
+def _view(where: str, what: str, table: Any) -> dict[str, str]:
+    """A wasm mote's ``files``/``writable``: absolute, normal guest directories (not /)
+    mapped to relative paths under the node's app directory that stay inside it."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise BadApp(f"{where}: {what} maps guest directories to app directories, not {table!r}")
+    out: dict[str, str] = {}
+    for guest, host in table.items():
+        if (
+            not isinstance(guest, str)
+            or not guest.startswith("/")
+            or posixpath.normpath(guest) != guest
+            or guest == "/"
+        ):
+            raise BadApp(f"{where}: {what} key {guest!r} must be an absolute guest path, not /")
+        if (
+            not isinstance(host, str)
+            or not host
+            or host.startswith("/")
+            or ".." in PurePosixPath(host).parts
+        ):
+            raise BadApp(
+                f"{where}: {what}[{guest!r}] = {host!r} must be a relative path under the "
+                "node's appdata/<app>/ directory (no '..', not absolute)"
+            )
+        out[guest] = host
+    return out
 
 
 def check_flow(app: str, flow: str, stages: list[str], kinds: Mapping[str, str]) -> list[str]:

@@ -113,7 +113,15 @@ def build_bundle(app: App) -> Bundle:
         raise BadApp(f"app {app.name} was not defined in a file, so it cannot be bundled")
     file = Path(app.file).resolve()
     root, module, files = _collect(file)
-    manifest = {"format": 1, "app": app.name, "module": module, "requirements": app.requirements}
+    manifest: dict[str, object] = {
+        "format": 1,
+        "app": app.name,
+        "module": module,
+        "requirements": app.requirements,
+    }
+    wasm = _wasm_motes(app)
+    if wasm:
+        manifest["wasm"] = wasm
     buf = io.BytesIO()
     total = 0
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -129,6 +137,17 @@ def build_bundle(app: App) -> Bundle:
         _write(zf, MANIFEST, json.dumps(manifest, sort_keys=True).encode())
     data = buf.getvalue()
     return Bundle(data, "sha256:" + hashlib.sha256(data).hexdigest(), module)
+
+
+def _wasm_motes(app: App) -> dict[str, dict[str, object]]:
+    """The wasm motes' limits and views: the node reads them from the bundle (covered by
+    its digest), so a worker knows before loading anything that it must not import the
+    module natively."""
+    return {
+        name: {"fuel": s.fuel, "memory_mb": s.memory_mb, "files": s.files, "writable": s.writable}
+        for name, s in ((n, d.spec) for n, d in app.motes.items())
+        if s.sandbox == "wasm"
+    }
 
 
 def _write(zf: zipfile.ZipFile, name: str, data: bytes) -> None:

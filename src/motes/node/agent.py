@@ -44,6 +44,7 @@ from ..identity import KeyKind, SigningKey
 from ..identity.records import open_app, seal_node
 from ..meter.power import detect_model
 from ..runtime.assignments import trusted_assignment
+from ..sandbox import prepare
 from ..scheduler.service import SchedulerService
 from ..trust.client import Credentials, NodeCredentials, PrincipalFiles
 from ..wire import resources, subjects
@@ -539,6 +540,7 @@ class NodeAgent:
         spec = inst.spec
         try:
             bundle_dir = await self._bundle(spec.digest)
+            await prepare(bundle_dir, spec.digest, self.config.node)
             worker = await self._take_warm()
             inst.worker = worker
             grant: dict[str, str] = {}
@@ -597,7 +599,8 @@ class NodeAgent:
                 if not entry.value:
                     continue
                 try:
-                    await self._bundle(open_app(entry.value)[0].digest)
+                    digest = open_app(entry.value)[0].digest
+                    await prepare(await self._bundle(digest), digest, self.config.node)
                 except MotesError as exc:
                     log.warning("could not prefetch %s: %s", entry.key, exc)
 

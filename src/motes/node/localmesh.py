@@ -72,6 +72,7 @@ class LocalMesh:
         listen: Listen | None = None,
         meter: str = "on",
         power: dict[str, tuple[float, float]] | None = None,
+        wasm_cache: Path | None = None,
     ) -> None:
         """``auth``: the embedded lattice authenticates every connection (NATS operator
         mode; the mesh's keys under ``<home>/trust``). Off only to measure what it costs,
@@ -79,6 +80,9 @@ class LocalMesh:
         meter (``[node] meter``; ``off`` only to measure what it costs). ``power``: node
         name -> its power model's (idle, full-load) watts per core (``[node] power_idle_w``
         and ``power_max_w``), to simulate machines of different kinds on one box.
+        ``wasm_cache``: where the nodes keep compiled WebAssembly motes; default
+        ``<home>/wasm``, one cache for this machine's nodes (they build each app once
+        between them).
 
         ``listen``: other machines reach this one there; its server is then the mesh's
         first hub (TLS with a certificate the mesh key signs, leaf nodes accepted), and
@@ -96,6 +100,7 @@ class LocalMesh:
         self.listen = listen
         self.meter = meter
         self.power = dict(power or {})
+        self.wasm_cache = wasm_cache or home / "wasm"
         self._owner: LatticeConfig | None = None
         self._node_lattice: dict[str, LatticeConfig] = {}
         self._url = url
@@ -240,6 +245,7 @@ class LocalMesh:
                 meter=self.meter,
                 power_idle_w=idle_w,
                 power_max_w=max_w,
+                wasm_cache=str(self.wasm_cache),
             ),
         )
 

@@ -202,7 +202,7 @@ class DurableServer:
                 await self._handle(msg, slot, reply)
         finally:
             slot.release()
-            self.meter.end(started, reply[0] if reply else None)
+            self.meter.end(started, reply[0] if reply else None, fuel=self.host.take_fuel())
 
     async def _handle(self, msg: JetMsg, slot: _Slot, ran: list[Ok | Err]) -> None:
         assert self._results is not None

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .._proc import process_main
-from ..config import Config, LatticeConfig, load_config, write_config
+from ..config import Config, LatticeConfig, NodeConfig, load_config, write_config
 from ..errors import BadApp, BadMessage, FatalError, MotesError, RetryableError
 from ..meter import CallMeter, Started, peak_rss
 from ..meter.power import PowerModel, detect_model
@@ -87,7 +87,7 @@ class Worker:
         config: Config,
         wid: str,
         *,
-        hosts: Callable[[InstanceSpec, str, Sequence[str]], Sandbox] = host_for,
+        hosts: Callable[[InstanceSpec, Path, NodeConfig, Sequence[str]], Sandbox] = host_for,
         mote_config: bool = True,
         stopping: asyncio.Event | None = None,
         connect: Callable[[LatticeConfig, str], Awaitable[Bus]] | None = None,
@@ -257,8 +257,10 @@ class Worker:
         if self._mote_config:
             self._give_mote_its_config(assign)
         hidden = [p for p in (self.config.node.home, str(self.config.home_path)) if p]
-        host = self._host = self._hosts(spec, self.node, hidden)
-        await host.load(Path(assign.bundle_dir), spec)
+        bundle_dir = Path(assign.bundle_dir)
+        node = dataclasses.replace(self.config.node, id=self.node)
+        host = self._host = self._hosts(spec, bundle_dir, node, hidden)
+        await host.load(bundle_dir, spec)
         assert self._tg is not None
         bus = self.serving
         if spec.kind == "actor":
@@ -376,7 +378,8 @@ class Worker:
             self.meter.failed()
             out = await self._respond(msg, encode_error(FatalError(f"worker {self.wid}: {exc!r}")))
         finally:
-            self.meter.end(started, reply, out)
+            fuel = self._host.take_fuel() if self._host is not None else 0
+            self.meter.end(started, reply, out, fuel=fuel)
 
     async def _serve_call(self, msg: Message) -> tuple[Ok | Err | None, int]:
         host = self._host

@@ -7,10 +7,13 @@ keeps activations whose state it can hand out and take back as bytes. Everything
 host returns is an ``Ok`` or an ``Err``; it never raises for what user code did.
 
 Hosts: ``InProcessHost`` (``sandbox.inprocess``: the mote's module imported into the
-worker itself; for one's own code on one's own nodes) and ``CommandHost``
+worker itself; for one's own code on one's own nodes), ``WasmHost`` (``sandbox.wasm``:
+the mote compiled to a WebAssembly component, run under wasmtime with fuel, a deadline, a
+memory limit and only the directories it declares) and ``CommandHost``
 (``sandbox.command``: a command mote, whose function names a native program that
 ``sandbox.confine`` runs confined: bubblewrap, else Landlock, else a typed refusal).
-A WebAssembly host will implement the same protocol.
+Whether a mote is a wasm one is written in its bundle (``sandbox="wasm"`` on the
+decorator), so the worker never imports a wasm mote's module natively.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..config import NodeConfig
 from ..wire.messages import Err, InstanceSpec, Ok
 
-__all__ = ["Sandbox", "host_for"]
+__all__ = ["Sandbox", "host_for", "prepare", "wasm_cache"]
 
 
 class Sandbox(Protocol):
@@ -74,16 +78,45 @@ class Sandbox(Protocol):
         """Forget the activation (its state is already persisted)."""
         ...
 
+    def take_fuel(self) -> int:
+        """WebAssembly fuel used since last asked (0 for native code): the meter's."""
+        ...
+
     async def close(self) -> None: ...
 
 
-def host_for(spec: InstanceSpec, node: str, hidden: Sequence[str] = ()) -> Sandbox:
-    """The host that runs ``spec`` on this node; ``hidden``: the node's own files, which
-    no confined program may see."""
+def host_for(
+    spec: InstanceSpec, bundle_dir: Path, node: NodeConfig, hidden: Sequence[str] = ()
+) -> Sandbox:
+    """The host that runs ``spec`` (unpacked in ``bundle_dir``) on ``node``: its bundle
+    says whether the mote is a wasm one. ``hidden``: the node's own files, which no
+    confined program may see."""
     if spec.kind == "command":
         from .command import CommandHost
 
-        return CommandHost(node, hidden)
+        return CommandHost(node.id, hidden)
+    from .wasm import WasmHost, wasm_mote
+
+    mote = wasm_mote(bundle_dir, spec.mote)
+    if mote is not None:
+        appdata = Path(node.home or ".") / "appdata"
+        return WasmHost(node.id, mote, cache=wasm_cache(node), appdata=appdata)
     from .inprocess import InProcessHost
 
-    return InProcessHost(node)
+    return InProcessHost(node.id)
+
+
+def wasm_cache(node: NodeConfig) -> Path:
+    """Where ``node`` keeps compiled WebAssembly motes."""
+    return Path(node.wasm_cache) if node.wasm_cache else Path(node.home or ".") / "wasm"
+
+
+async def prepare(bundle_dir: Path, digest: str, node: NodeConfig) -> None:
+    """Compile the bundle's wasm motes, if it has any and they are not cached yet: the
+    node agent does it before it hands an instance to a worker (whose start has a short
+    deadline) and when a new app version appears. ``BadApp`` if they cannot be built."""
+    from ._wasmbuild import ensure_built
+    from .wasm import has_wasm
+
+    if has_wasm(bundle_dir):
+        await ensure_built(bundle_dir, digest, wasm_cache(node))

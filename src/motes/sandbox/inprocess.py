@@ -139,6 +139,9 @@ class InProcessHost:
     def deactivate(self, key: str) -> None:
         self._objects.pop(key, None)
 
+    def take_fuel(self) -> int:
+        return 0
+
     async def close(self) -> None:
         self._objects.clear()
 

@@ -53,6 +53,7 @@ async def local_mesh(
     auth: bool = True,
     meter: str = "on",
     power: dict[str, tuple[float, float]] | None = None,
+    wasm_cache: Path | None = None,
 ) -> AsyncIterator[LocalMesh]:
     """An embedded lattice and ``nodes`` node processes; everything stops on exit.
     ``power``: node name -> (idle, full-load) watts per core of its power model."""
@@ -65,6 +66,7 @@ async def local_mesh(
         auth=auth,
         meter=meter,
         power=power,
+        wasm_cache=wasm_cache,
     )
     await mesh.start()
     try:

@@ -252,6 +252,16 @@ class MoteSpec(msgspec.Struct, frozen=True, kw_only=True, tag="mote1"):
     """The ``energy`` placement rule prefers nodes that spend fewer (estimated) joules
     per call of it; ``False``: place it without regard to joules (a latency-sensitive
     mote that wants the fastest machine, not the most frugal)."""
+    fuel: int = 0
+    """wasm only: the fuel (wasmtime's instruction count) one call may use; 0 outside wasm.
+    The decorator's default is ``10**10``, a few seconds of CPU."""
+    memory_mb: int = 0
+    """wasm only: the most linear memory an instance may have, MiB (default 256)."""
+    files: dict[str, str] = {}
+    """wasm only: its view, read-only: a directory in the guest (absolute) -> a directory
+    under the node's ``appdata/<app>/`` (relative). Nothing else is visible."""
+    writable: dict[str, str] = {}
+    """wasm only: as ``files``, read-write."""
 
 
 class AppRecord(msgspec.Struct, frozen=True, kw_only=True, tag="app1"):
