@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from ..identity.grants import resource_matches
+from ..identity.grants import RunTerms, resource_matches
 from ..wire.messages import (
     AppRecord,
     InstanceSpec,
@@ -72,8 +72,8 @@ class Trust:
 
     owners: dict[str, str] = field(default_factory=dict)
     """Admitted node id -> the person who owns it (a revoked node is absent)."""
-    runs: dict[str, frozenset[str]] = field(default_factory=dict)
-    """Node id (or ``*``: every node) -> people granted ``run`` there."""
+    runs: dict[str, dict[str, RunTerms]] = field(default_factory=dict)
+    """Node id -> person -> the terms of their ``run`` grant there (native, budgets)."""
     deploys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Person -> the app patterns they may deploy: an app record signed by anyone else
     is not placed."""
@@ -123,6 +123,8 @@ class Heartbeat:
     ready: frozenset[str] = frozenset()
     work: dict[str, int] = field(default_factory=dict)
     power: Power = field(default_factory=Power)
+    spent: dict[str, str] = field(default_factory=dict)
+    """Person -> the budget of theirs this node reports used up (it refuses them)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +244,7 @@ class _Node:
     ready: frozenset[str] = frozenset()
     work: dict[str, int] = field(default_factory=dict)
     power: Power = field(default_factory=Power)
+    spent: dict[str, str] = field(default_factory=dict)
     back_at: float | None = None
     """When a node declared lost was heard again; it takes no new work for a while."""
 
@@ -357,7 +360,12 @@ class SchedulerState:
         node = self.nodes.get(ev.node)
         if node is None:
             return False
-        changed = not node.alive or node.ready != ev.ready or node.power != ev.power
+        changed = (
+            not node.alive
+            or node.ready != ev.ready
+            or node.power != ev.power
+            or node.spent != ev.spent
+        )
         if not node.alive:
             node.back_at = ev.now  # on probation: a flapping node must not attract work
         node.last_seen = ev.now
@@ -366,6 +374,7 @@ class SchedulerState:
         node.ready = ev.ready
         node.power = ev.power
         node.work = ev.work
+        node.spent = ev.spent
         return self._scale_out(ev.now) or changed
 
     def _expire(self, now: float, cause: str) -> list[Command]:
@@ -629,20 +638,37 @@ class SchedulerState:
             battery_pct=node.power.battery_pct,
             reads_here=self._reads_held(nid, mote),
             reads_most=max((self._reads_held(n, mote) for n in self.nodes), default=0),
-            **self._trust_view(nid, app),
+            **self._trust_view(nid, app, plan),
         )
 
-    def _trust_view(self, nid: str, app: AppRecord) -> dict[str, Any]:
+    def _trust_view(self, nid: str, app: AppRecord, plan: Plan) -> dict[str, Any]:
         trust = self.trust
         if trust is None:
             return {}
+        signer = self.signers.get(app.name, "")
         return {
             "trust_enforced": True,
             "admitted": nid in trust.owners,
             "owner": trust.owners.get(nid, ""),
-            "app_signer": self.signers.get(app.name, ""),
-            "runs": trust.runs.get(nid, frozenset()) | trust.runs.get("*", frozenset()),
+            "app_signer": signer,
+            "run": trust.runs.get(nid, {}).get(signer),
+            "signer_instances": self._signer_instances(nid, signer, plan),
+            "budget_spent": self.nodes[nid].spent.get(signer, ""),
         }
+
+    def _signer_instances(self, nid: str, signer: str, plan: Plan) -> int:
+        """Instances of ``signer``'s apps on the node, at their apps' current versions
+        (one finishing while its new version starts does not count against a budget)."""
+        count = 0
+        for inst in plan.get(nid, []):
+            app = self.apps.get(inst.app)
+            if (
+                app is not None
+                and inst.digest == app.digest
+                and self.signers.get(inst.app) == signer
+            ):
+                count += 1
+        return count
 
     def _reads_held(self, nid: str, mote: MoteSpec) -> int:
         if not mote.reads:

@@ -330,6 +330,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="hb1"):
     work: dict[str, int] = {}
     """Per instance: calls in flight plus calls queued at it (the autoscaler's signal)."""
     power: Power = Power()
+    spent: dict[str, str] = {}
+    """Person -> the budget of their ``run`` grant used up on this node (``cpu_s_per_day``):
+    the node refuses their instances, so the scheduler places them elsewhere."""
 
 
 class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag="nstat1"):
