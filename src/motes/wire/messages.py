@@ -79,6 +79,9 @@ class InstanceState(enum.StrEnum):
     """Its worker failed; it is started again after a backoff."""
     CRASHLOOP = "crashloop"
     """It failed five times or more in a row."""
+    REFUSED = "refused"
+    """The node will not run it: its deployer's ``run`` grant here does not allow it
+    (no ``native``, or a budget used up); asked again after a backoff."""
 
 
 # --- the call path ---------------------------------------------------------------------
