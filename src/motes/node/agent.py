@@ -45,6 +45,7 @@ from ..runtime.assignments import trusted_assignment
 from ..sandbox._cgroup import Cgroup
 from ..scheduler.service import SchedulerService
 from ..trust.client import Credentials, NodeCredentials, PrincipalFiles
+from ..trust.records import read_principal
 from ..wire import resources, subjects
 from ..wire.bus import KV, Bus, ConnState, Message, Subscription
 from ..wire.codec import decode, encode
@@ -143,6 +144,7 @@ class NodeAgent:
         self._tg: asyncio.TaskGroup | None = None
         self._store: Child | None = None
         self.budgets = Budgets(self.id)
+        self._owner: str | None = None
         self._cgroups: dict[str, Cgroup] = {}
         """Worker id -> the memory cgroup its run grant's budget put it in."""
 
@@ -507,9 +509,7 @@ class NodeAgent:
     async def _start(self, inst: _Instance) -> None:
         spec = inst.spec
         try:
-            hosted = await hosting(
-                self.bus, self._mesh_key, self.record, spec, self.config.node.meter
-            )
+            hosted = await self._hosting(spec)
             if hosted is not None:
                 self.budgets.admit(hosted, self._running_of(hosted.person, inst), time.time())
             inst.hosted = hosted  # no await since admit: a start beside this one counts it
@@ -579,6 +579,21 @@ class NodeAgent:
         )
 
     # --- run grants: whose instances, within which budgets -------------------------------
+
+    async def _hosting(self, spec: InstanceSpec) -> Hosted | None:
+        """Whose instance it is, under which terms (None: no authentication, or ours)."""
+        mesh_key = self._mesh_key
+        if mesh_key is None:
+            return None
+        if self._owner is None:  # who admitted a node never changes: read it once
+            me = await read_principal(self.bus, self.id, mesh=mesh_key)
+            if me is None or me.revoked_at:
+                raise Forbidden(self.id, "run", spec.app, "this node is not admitted (or revoked)")
+            self._owner = me.owner
+        meter = self.config.node.meter
+        return await hosting(
+            self.bus, self.record, self._owner, spec, mesh_key=mesh_key, meter=meter
+        )
 
     def _running_of(self, person: str, starting: _Instance) -> int:
         """``person``'s instances here, running or starting, besides ``starting``; one of
