@@ -28,6 +28,7 @@
     │   │   └── SandboxUnavailable     no sandbox that confines as asked can run here
     │   ├── Unauthorized               no valid credential: the lattice or a signer refused it
     │   ├── Forbidden                  a known principal asked for what no grant allows
+    │   │   └── OverBudget             a run grant's budget on a node is used up
     │   ├── SandboxDenied              a sandbox may not show what was asked (PermissionError)
     │   ├── BadBlock                   a block or its edit is malformed (also ValueError)
     │   └── UnknownBlock               no block has this id (also LookupError)
@@ -65,6 +66,7 @@ __all__ = [
     "NoReply",
     "NoResponders",
     "NotStored",
+    "OverBudget",
     "PayloadTooLarge",
     "RemoteError",
     "RequestError",
@@ -395,6 +397,31 @@ class Forbidden(RequestError, PermissionError):
         }
 
 
+class OverBudget(Forbidden):
+    """A node refuses ``person``'s instance: their ``run`` grant's ``budget`` there is
+    used up (``used`` of ``allowed``: instances at once, or CPU seconds today)."""
+
+    code = "over_budget"
+
+    def __init__(self, person: str, node: str, budget: str, used: float, allowed: float) -> None:
+        detail = f"its run grant's {budget} budget: {_num(used)} of {_num(allowed)} used"
+        super().__init__(person, "run more on", node, detail)
+        self.person = person
+        self.node = node
+        self.budget = budget
+        self.used = used
+        self.allowed = allowed
+
+    def wire_fields(self) -> dict[str, Any]:
+        return {
+            "person": self.person,
+            "node": self.node,
+            "budget": self.budget,
+            "used": self.used,
+            "allowed": self.allowed,
+        }
+
+
 class BadBlock(RequestError, ValueError):
     """A block, or an edit of one, is malformed: says which part and what is allowed."""
 
@@ -580,6 +607,7 @@ _BY_CODE: dict[str, type[MotesError]] = {
         SandboxLimit,
         Unauthorized,
         Forbidden,
+        OverBudget,
         BadBlock,
         UnknownBlock,
         StoreUnhappy,

@@ -96,7 +96,7 @@ async def test_join_grant_revoke_and_bad_tokens(tmp_path: Path) -> None:
             assert refused.returncode == 2 and "may not deploy third" in refused.stderr
 
             # Granted, both work.
-            for grant in (("call", "second"), ("deploy", "third"), ("run", "*")):
+            for grant in (("call", "second"), ("deploy", "third"), ("run", "*", "--native")):
                 cli(mesh.home, "--url", mesh.url, "grant", "ada", *grant)
             assert json.loads(cli(ada, "call", "second.hello", '"ada"').stdout) == "hello ada"
             cli(ada, "deploy", str(third))

@@ -17,6 +17,7 @@ from motes.errors import (
     MeshNotRunning,
     MotesError,
     NoInstance,
+    OverBudget,
     PayloadTooLarge,
     RemoteError,
     RequestError,
@@ -45,6 +46,7 @@ EXAMPLES: list[MotesError] = [
     BadApp("no app here"),
     MeshNotRunning("no mesh at ~/.motes"),
     RemoteError("a.m", "KeyError", "'k'", "Traceback ...\nKeyError: 'k'\n", "n1"),
+    OverBudget("pada", "nbox", "cpu_s_per_day", 61.5, 60),
     FatalError("broken"),
     StartupError("nats-server did not start"),
 ]

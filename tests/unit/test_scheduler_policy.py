@@ -331,6 +331,7 @@ def test_owner(usage: str, fields: dict, ok: bool, score: float, reason: str) ->
 
 
 def test_trust_lets_a_node_run_only_its_owner_or_those_granted_run() -> None:
+    from motes.identity.grants import RunTerms
     from motes.scheduler.policy.trust import trust
 
     m = mote()
@@ -340,8 +341,7 @@ def test_trust_lets_a_node_run_only_its_owner_or_those_granted_run() -> None:
     stranger = view(trust_enforced=True, owner="pA", app_signer="pB")
     verdict = trust(m, stranger)
     assert not verdict.ok and verdict.reason == "pA has not granted `run` here to pB"
-    assert trust(
-        m, view(trust_enforced=True, owner="pA", app_signer="pB", runs=frozenset({"pB"}))
-    ).ok
+    native = RunTerms(native=True)
+    assert trust(m, view(trust_enforced=True, owner="pA", app_signer="pB", run=native)).ok
     revoked = view(trust_enforced=True, admitted=False, owner="pA", app_signer="pA")
     assert not trust(m, revoked).ok

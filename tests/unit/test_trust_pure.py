@@ -5,17 +5,19 @@ never crash (hypothesis: random flips and truncations, thousands of cases)."""
 
 from __future__ import annotations
 
+import re
 import time
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from motes.errors import IntegrityError, MotesError, Unauthorized
+from motes.errors import IntegrityError, MotesError, RequestError, Unauthorized
 from motes.identity import KeyKind, SigningKey, fingerprint, seal
 from motes.identity.audit import GENESIS, AuditBroken, chain_entry, entry_hash, verify_chain
-from motes.identity.grants import allowed, resource_matches
+from motes.identity.grants import RunTerms, allowed, check_terms, resource_matches, run_terms
 from motes.identity.invites import decode_token, encode_token
 from motes.identity.jwt import (
     NKEY_ACCOUNT,
@@ -347,3 +349,64 @@ def test_mutated_signed_records_are_refused_never_crash(kind: str, data: st.Data
         return
     # Accepted only if msgpack reads the flip as the very same signed record.
     assert got == open_record(original)
+
+
+# --- the terms of run grants ----------------------------------------------------------
+
+
+def _run(gid: str, resource: str, at: float, **options: Any) -> Grant:
+    return Grant(id=gid, principal="pada", action="run", resource=resource, issued_at=at, **options)
+
+
+def test_run_terms_come_from_the_nodes_own_grant_over_every_nodes_then_the_newest() -> None:
+    everywhere = _run("1", "*", 1.0, budget={"instances": 4.0})
+    newer_everywhere = _run("2", "*", 2.0, native=True)
+    here = _run("3", "nbox", 0.5, budget={"instances": 1.0, "memory_mb": 256.0})
+    other = Grant(id="4", principal="pbob", action="run", resource="nbox", native=True)
+
+    assert run_terms([everywhere], "pada", "nbox") == RunTerms(grant="1", instances=4)
+    assert run_terms([everywhere, newer_everywhere], "pada", "nbox") == RunTerms(
+        grant="2", native=True
+    )
+    assert run_terms([everywhere, here, newer_everywhere, other], "pada", "nbox") == RunTerms(
+        grant="3", instances=1, memory_mb=256
+    )
+    assert run_terms([here, other], "pada", "nother") is None
+    expired = _run("5", "nbox", 0.0, native=True, until=10.0)
+    assert run_terms([expired], "pada", "nbox", now=11.0) is None
+
+
+@pytest.mark.parametrize(
+    ("grant", "error"),
+    [
+        (_run("1", "*", 0, budget={"cpu_s": 5.0}), "no run budget 'cpu_s'"),
+        (_run("1", "*", 0, budget={"instances": 1.5}), "instances=1.5: it must be a whole"),
+        (_run("1", "*", 0, budget={"memory_mb": 0.0}), "memory_mb=0.0: it must be a whole"),
+        (_run("1", "*", 0, budget={"cpu_s_per_day": -1.0}), "it must be a number above 0"),
+        (Grant(id="1", principal="p", action="call", native=True), "native is a term of `run`"),
+        (Grant(id="1", principal="p", action="call", budget={"x": 1.0}), "budgets are terms"),
+    ],
+)
+def test_bad_run_terms_are_refused_with_what_was_wrong(grant: Grant, error: str) -> None:
+    with pytest.raises(RequestError, match=re.escape(error)):
+        check_terms(grant)
+    check_terms(_run("ok", "*", 0, native=True, budget={"cpu_s_per_day": 0.5, "instances": 2.0}))
+
+
+def test_native_is_part_of_what_the_grant_signs() -> None:
+    owner = SigningKey.generate(KeyKind.PERSON)
+    principals = {
+        "pada": _principal("pada", USER),
+        "powner": _principal("powner", owner),
+        "nbox": _principal("nbox", SigningKey.generate(KeyKind.NODE), owner="powner"),
+    }
+    raw = seal(owner, _run("1", "nbox", 0.0), context=GRANT_CONTEXT)
+    envelope = msgspec.msgpack.decode(raw)
+    body = msgspec.msgpack.decode(envelope["body"])
+    body["native"] = True
+    envelope["body"] = msgspec.msgpack.encode(body)
+    forged = msgspec.msgpack.encode(envelope)
+
+    mesh = fingerprint(MESH.public)
+    assert [g.native for g in valid_grants([raw], principals, mesh)] == [False]
+    assert valid_grants([forged], principals, mesh) == []

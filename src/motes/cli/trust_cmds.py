@@ -17,10 +17,11 @@ from ..client import Mesh
 from ..config import Config
 from ..errors import IntegrityError, RequestError
 from ..identity import KeyKind
+from ..identity.grants import RUN_BUDGETS, RunTerms
 from ..trust.client import PrincipalFiles
 from ..trust.join import join as join_mesh
 from ..trust.join import member_lattice
-from ..wire.trust import ACTIONS
+from ..wire.trust import ACTIONS, Grant
 from ..wire.trust import Kind as PrincipalKind
 from .registry import Kind, arg, command
 from .render import Table, View
@@ -146,19 +147,21 @@ async def join(config: Config, ns: argparse.Namespace) -> int:
     arg("action", choices=ACTIONS),
     arg("resource", nargs="?", default="*", help="app, app.mote, node id or dataset (default *)"),
     arg("--until", help="it ends after this long (e.g. 7d); default: until revoked"),
-    arg("--budget", action="append", default=[], metavar="KEY=NUMBER", help="e.g. cpu_s=3600"),
+    arg("--native", action="store_true", help="run: its apps may run unsandboxed (not only wasm)"),
+    arg("--cpu-s-per-day", type=float, metavar="S", help="run: CPU seconds a day on the node"),
+    arg("--memory-mb", type=int, metavar="MB", help="run: each instance's memory limit"),
+    arg("--instances", type=int, metavar="N", help="run: how many instances at once"),
 )
 async def grant(mesh: Mesh, ns: argparse.Namespace) -> View:
-    budget: dict[str, float] = {}
-    for item in ns.budget:
-        key, _, value = item.partition("=")
-        try:
-            budget[key] = float(value)
-        except ValueError:
-            raise RequestError(f"--budget {item!r} is not KEY=NUMBER") from None
+    budget = {key: float(value) for key in RUN_BUDGETS if (value := getattr(ns, key)) is not None}
     until = duration(ns.until) if ns.until else None
-    g = await mesh.trust.grant(ns.principal, ns.action, ns.resource, until_s=until, budget=budget)
-    return View(data=g, before=[f"granted {g.principal} {g.action} {g.resource} (grant {g.id})"])
+    g = await mesh.trust.grant(
+        ns.principal, ns.action, ns.resource, until_s=until, budget=budget, native=ns.native
+    )
+    terms = f" ({RunTerms.of(g).describe()})" if g.action == "run" else ""
+    return View(
+        data=g, before=[f"granted {g.principal} {g.action} {g.resource}{terms} (grant {g.id})"]
+    )
 
 
 @command(
@@ -189,10 +192,17 @@ async def grants(mesh: Mesh, ns: argparse.Namespace) -> View:
     for p in sorted(view.principals.values(), key=lambda p: (p.kind, p.name)):
         mine = [g for g in view.grants if g.principal == p.id]
         state = "revoked" if p.revoked_at else p.kind
-        actions = ", ".join(f"{g.action} {g.resource}" for g in mine) or "(none)"
+        actions = ", ".join(_described(g) for g in mine) or "(none)"
         rows.append([p.id, p.name, state, p.owner or "-", actions])
     data = {"principals": list(view.principals.values()), "grants": view.grants}
     return View(data=data, table=Table(["ID", "NAME", "KIND", "OWNER", "GRANTS"], rows))
+
+
+def _described(g: Grant) -> str:
+    """``run NODE (native, 2 instance(s))``: a grant as ``motes grants`` lists it."""
+    if g.action == "run":
+        return f"run {g.resource} ({RunTerms.of(g).describe()})"
+    return f"{g.action} {g.resource}"
 
 
 @command(

@@ -15,6 +15,7 @@ from typing import TypeVar
 from ..errors import RequestError
 from ..identity import fingerprint, open_signed, seal
 from ..identity.audit import Verified, verify_chain
+from ..identity.grants import check_terms
 from ..identity.records import GRANT_CONTEXT
 from ..trust.client import ask
 from ..trust.records import TrustView, read_trust
@@ -98,11 +99,14 @@ class Trust:
         *,
         until_s: float | None = None,
         budget: dict[str, float] | None = None,
+        native: bool = False,
     ) -> Grant:
         """Let ``principal`` (id or name) do ``action`` on ``resource`` (a pattern), for
-        ``until_s`` seconds (default: until revoked), within ``budget``."""
+        ``until_s`` seconds (default: until revoked), within ``budget``; for ``run``,
+        ``native`` lets its apps run unsandboxed there (``RUN_BUDGETS`` name the
+        budgets a node keeps)."""
         pid = await self.principal_id(principal)
-        g = self._grant(pid, action, resource, until_s=until_s, budget=budget)
+        g = self._grant(pid, action, resource, until_s=until_s, budget=budget, native=native)
         sealed = seal(self._core.key, g, context=GRANT_CONTEXT)
         await self._ask("grant", GrantRequest(grant=sealed), Ok)
         return g
@@ -115,18 +119,22 @@ class Trust:
         *,
         until_s: float | None = None,
         budget: dict[str, float] | None = None,
+        native: bool = False,
     ) -> Grant:
         now = time.time()
-        return Grant(
+        grant = Grant(
             id=secrets.token_hex(8),
             principal=principal,
             action=_action(action),
             resource=resource or "*",
             budget=dict(budget or {}),
+            native=native,
             until=now + until_s if until_s else 0.0,
             issued_at=now,
             issuer=self._core.principal,
         )
+        check_terms(grant)
+        return grant
 
     async def revoke(self, principal: str) -> str:
         """Revoke a principal (id or name): its connections close at once, its grants

@@ -35,6 +35,7 @@ from ..errors import (
     BadMessage,
     Forbidden,
     MotesError,
+    OverBudget,
     RetryableError,
     StartupError,
     TransportError,
@@ -45,8 +46,10 @@ from ..identity.records import open_app, seal_node
 from ..meter.power import detect_model
 from ..runtime.assignments import trusted_assignment
 from ..sandbox import prepare
+from ..sandbox._cgroup import Cgroup
 from ..scheduler.service import SchedulerService
 from ..trust.client import Credentials, NodeCredentials, PrincipalFiles
+from ..trust.records import read_principal
 from ..wire import resources, subjects
 from ..wire.bus import KV, Bus, ConnState, Message, Subscription
 from ..wire.codec import decode, encode
@@ -63,6 +66,7 @@ from ..wire.messages import (
     Power,
     PowerProfile,
 )
+from .budget import Budgets, Hosted, cap_memory, hosting
 from .exec import ExecService
 from .inventory import detect_inventory, read_power
 from .meter import MetricsServer, UsageLedger, openmetrics, publish_usage
@@ -84,6 +88,8 @@ class _Instance:
     retry_at: float = 0.0
     detail: str = ""
     starting: bool = False
+    hosted: Hosted | None = None
+    """Someone else's instance, under their ``run`` grant's terms (None: the owner's)."""
 
 
 class NodeAgent:
@@ -153,6 +159,10 @@ class NodeAgent:
         self._workers: set[WorkerProc] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._store: Child | None = None
+        self.budgets = Budgets(self.id)
+        self._owner: str | None = None
+        self._cgroups: dict[str, Cgroup] = {}
+        """Worker id -> the memory cgroup its run grant's budget put it in."""
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -392,6 +402,7 @@ class NodeAgent:
             work=work,
             power=self.power,
             costs=self._take_costs(),
+            spent=dict(self.budgets.spent),
         )
 
     def _take_costs(self) -> dict[str, CallCost]:
@@ -474,8 +485,16 @@ class NodeAgent:
             status = decode(msg.data, InstanceStatus)
         except BadMessage:
             return
-        if status.iid in self.instances:
-            self.loads[status.iid] = status
+        inst = self.instances.get(status.iid)
+        if inst is None:
+            return
+        self.loads[status.iid] = status
+        if inst.hosted is not None and status.meter is not None:
+            cpu = status.meter.cpu_user_s + status.meter.cpu_sys_s
+            key = f"{status.iid}:{status.pid}"
+            over = self.budgets.record(key, inst.hosted, cpu, time.time())
+            if over is not None:
+                self._stop_person(over)
 
     def _set_state(self, inst: _Instance, state: InstanceState, detail: str = "") -> None:
         """Change an instance's state and tell whoever follows the mesh's events."""
@@ -539,10 +558,25 @@ class NodeAgent:
     async def _start(self, inst: _Instance) -> None:
         spec = inst.spec
         try:
+            hosted = await self._hosting(spec)
+            if hosted is not None:
+                self.budgets.admit(hosted, self._running_of(hosted.person, inst), time.time())
+            inst.hosted = hosted  # no await since admit: a start beside this one counts it
+        except Forbidden as exc:
+            inst.starting = False
+            self._refused(inst, exc)
+            return
+        except MotesError as exc:
+            inst.starting = False
+            self._failed(inst, str(exc))
+            return
+        try:
             bundle_dir = await self._bundle(spec.digest)
             await prepare(bundle_dir, spec.digest, self.config.node)
             worker = await self._take_warm()
             inst.worker = worker
+            if hosted is not None and hosted.terms.memory_mb is not None:
+                self._cap_memory(worker, hosted.terms.memory_mb)
             grant: dict[str, str] = {}
             if self.creds is not None:
                 shell, code, secret = await self.creds.instance(spec.iid, worker.wid)
@@ -555,9 +589,11 @@ class NodeAgent:
                 }
             await worker.assign(spec, str(bundle_dir), self.timing.start_timeout_s, **grant)
         except MotesError as exc:
+            started = inst.worker
             self._failed(inst, str(exc))
-            if inst.worker is not None:
-                await inst.worker.stop(grace=0)
+            if started is not None:
+                await started.stop(grace=0)
+                await self._release(started)
             return
         finally:
             inst.starting = False
@@ -570,7 +606,9 @@ class NodeAgent:
 
     async def _watch_exit(self, inst: _Instance, worker: WorkerProc) -> None:
         code = await worker.child.wait()
-        if self.instances.get(inst.spec.iid) is inst and not self._stop.is_set():
+        await self._release(worker, inst.spec.iid)
+        current = self.instances.get(inst.spec.iid) is inst and inst.worker is worker
+        if current and not self._stop.is_set():
             self._failed(inst, f"worker exited with code {code}")
             self._dirty.set()
 
@@ -589,6 +627,78 @@ class NodeAgent:
             why,
             backoff,
         )
+
+    # --- run grants: whose instances, within which budgets -------------------------------
+
+    async def _hosting(self, spec: InstanceSpec) -> Hosted | None:
+        """Whose instance it is, under which terms (None: no authentication, or ours)."""
+        mesh_key = self._mesh_key
+        if mesh_key is None:
+            return None
+        if self._owner is None:  # who admitted a node never changes: read it once
+            me = await read_principal(self.bus, self.id, mesh=mesh_key)
+            if me is None or me.revoked_at:
+                raise Forbidden(self.id, "run", spec.app, "this node is not admitted (or revoked)")
+            self._owner = me.owner
+        meter = self.config.node.meter
+        return await hosting(
+            self.bus, self.record, self._owner, spec, mesh_key=mesh_key, meter=meter
+        )
+
+    def _running_of(self, person: str, starting: _Instance) -> int:
+        """``person``'s instances here, running or starting, besides ``starting``; one of
+        the same mote at another version (the one it replaces) does not count."""
+        spec = starting.spec
+        return sum(
+            1
+            for i in self.instances.values()
+            if i is not starting
+            and i.hosted is not None
+            and i.hosted.person == person
+            and (i.state is InstanceState.READY or i.starting)
+            and not (
+                i.spec.app == spec.app and i.spec.mote == spec.mote and i.spec.digest != spec.digest
+            )
+        )
+
+    def _cap_memory(self, worker: WorkerProc, memory_mb: int) -> None:
+        if worker.pid in (0, os.getpid()):
+            return  # a launcher that runs workers as tasks of this process: nothing to cap
+        group = cap_memory(worker.pid, memory_mb)
+        if group is not None:
+            self._cgroups[worker.wid] = group
+
+    async def _release(self, worker: WorkerProc, iid: str = "") -> None:
+        """A worker is gone: what it used today stays counted; its cgroup goes."""
+        if iid:
+            self.budgets.ended(f"{iid}:{worker.pid}")
+        group = self._cgroups.pop(worker.wid, None)
+        if group is not None:
+            await asyncio.to_thread(group.remove)
+
+    def _refused(self, inst: _Instance, exc: Forbidden) -> None:
+        """The node will not run it (its grant, a budget); asked again after a backoff."""
+        self._set_state(inst, InstanceState.REFUSED, str(exc))
+        inst.retry_at = time.monotonic() + self.timing.restart_backoff_s
+        log.warning(
+            "node %s refuses instance %s of %s.%s: %s",
+            self.name,
+            inst.spec.iid,
+            inst.spec.app,
+            inst.spec.mote,
+            exc,
+        )
+
+    def _stop_person(self, over: OverBudget) -> None:
+        """A person's budget here is used up: stop their instances, refuse new ones."""
+        log.warning("node %s: %s: stopping their instances here", self.name, over)
+        for inst in self.instances.values():
+            if inst.hosted is None or inst.hosted.person != over.person:
+                continue
+            worker, inst.worker = inst.worker, None
+            self._refused(inst, over)
+            if worker is not None:
+                self._spawn(worker.stop(grace=self.timing.stop_grace_s), f"stopping {worker.wid}")
 
     async def _prefetch_bundles(self) -> None:
         """Unpack every deployed app's bundle ahead of need, so that scaling from zero

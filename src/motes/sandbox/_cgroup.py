@@ -7,7 +7,8 @@ enabled) or v1 (the ``pids`` and ``memory`` hierarchies, writable under our own 
 and ``cpuacct`` where it is mounted, for the CPU time a run used).
 ``Cgroup.make`` returns None where neither works; the caller then says the limit is
 enforced by rlimits only. The child joins by writing ``0`` to ``cgroup.procs`` before it
-execs (``join``), so every process it forks is counted from the first.
+execs (``join``), so every process it forks is counted from the first. A node agent
+moves a running worker in instead (``adopt``): the memory budget of a ``run`` grant.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Cgroup:
     dirs: list[Path] = field(default_factory=list)
 
     @classmethod
-    def make(cls, procs: int, memory_mb: int) -> Cgroup | None:
+    def make(cls, procs: int | None, memory_mb: int) -> Cgroup | None:
+        """A new group limited to ``procs`` processes (None: no bound) and ``memory_mb``."""
         name = f"motes-sbx-{os.getpid()}-{secrets.token_hex(4)}"
         own = _own_paths()
         group = cls._make_v2(own, name) or cls._make_v1(own, name)
@@ -110,8 +112,8 @@ class Cgroup:
             return None
         return group
 
-    def _limit(self, procs: int, memory_mb: int) -> None:
-        if self.pids is not None:
+    def _limit(self, procs: int | None, memory_mb: int) -> None:
+        if self.pids is not None and procs is not None:
             (self.pids / "pids.max").write_text(str(procs))
         if self.memory is not None:
             limit = str(memory_mb * 1024 * 1024)
@@ -136,6 +138,11 @@ class Cgroup:
                 os.write(fd, b"0")
             finally:
                 os.close(fd)
+
+    def adopt(self, pid: int) -> None:
+        """Move a running process here (a node's worker, given its memory budget)."""
+        for d in self.dirs:
+            (d / "cgroup.procs").write_text(str(pid))
 
     def procs_hit(self) -> bool:
         """A fork was refused: the processes limit was reached."""

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from ..config import Timing
 from ..errors import BadMessage, Conflict, IntegrityError, MotesError, RetryableError
 from ..identity import KeyKind, SigningKey
+from ..identity.grants import RunTerms, run_terms
 from ..identity.records import open_app, open_assignment, open_node, seal_assignment
 from ..trust.records import read_trust
 from ..wire import resources, subjects
@@ -295,18 +296,24 @@ class SchedulerService:
         owners = {
             p.id: p.owner for p in view.principals.values() if p.kind == "node" and not p.revoked_at
         }
-        runs: dict[str, set[str]] = {}
+        people: set[str] = set()
         deploys: dict[str, list[str]] = {}
         for g in view.grants:
             if g.action == "run":
-                runs.setdefault(g.resource or "*", set()).add(g.principal)
+                people.add(g.principal)
             elif g.action in ("deploy", "admin"):
                 deploys.setdefault(g.principal, []).append(
                     "*" if g.action == "admin" else g.resource
                 )
+        runs: dict[str, dict[str, RunTerms]] = {}
+        for node in owners:
+            for person in people:
+                terms = run_terms(view.grants, person, node)
+                if terms is not None:
+                    runs.setdefault(node, {})[person] = terms
         return Trust(
             owners=owners,
-            runs={k: frozenset(v) for k, v in runs.items()},
+            runs=runs,
             deploys={k: tuple(v) for k, v in deploys.items()},
         )
 
@@ -356,6 +363,7 @@ class SchedulerService:
                 work=hb.work,
                 power=hb.power,
                 costs=hb.costs,
+                spent=hb.spent,
             )
         )
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from ..identity.grants import resource_matches
+from ..identity.grants import RunTerms, resource_matches
 from ..wire.messages import (
     AppRecord,
     CallCost,
@@ -76,8 +76,8 @@ class Trust:
 
     owners: dict[str, str] = field(default_factory=dict)
     """Admitted node id -> the person who owns it (a revoked node is absent)."""
-    runs: dict[str, frozenset[str]] = field(default_factory=dict)
-    """Node id (or ``*``: every node) -> people granted ``run`` there."""
+    runs: dict[str, dict[str, RunTerms]] = field(default_factory=dict)
+    """Node id -> person -> the terms of their ``run`` grant there (native, budgets)."""
     deploys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Person -> the app patterns they may deploy: an app record signed by anyone else
     is not placed."""
@@ -129,6 +129,8 @@ class Heartbeat:
     power: Power = field(default_factory=Power)
     costs: dict[str, CallCost] = field(default_factory=dict)
     """Per ``app.mote``: what its calls here used since the previous heartbeat."""
+    spent: dict[str, str] = field(default_factory=dict)
+    """Person -> the budget of theirs this node reports used up (it refuses them)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +250,7 @@ class _Node:
     ready: frozenset[str] = frozenset()
     work: dict[str, int] = field(default_factory=dict)
     power: Power = field(default_factory=Power)
+    spent: dict[str, str] = field(default_factory=dict)
     back_at: float | None = None
     """When a node declared lost was heard again; it takes no new work for a while."""
 
@@ -370,7 +373,12 @@ class SchedulerState:
         node = self.nodes.get(ev.node)
         if node is None:
             return False
-        changed = not node.alive or node.ready != ev.ready or node.power != ev.power
+        changed = (
+            not node.alive
+            or node.ready != ev.ready
+            or node.power != ev.power
+            or node.spent != ev.spent
+        )
         if not node.alive:
             node.back_at = ev.now  # on probation: a flapping node must not attract work
         node.last_seen = ev.now
@@ -380,6 +388,7 @@ class SchedulerState:
         node.power = ev.power
         node.work = ev.work
         self.energy.observe(ev.node, ev.costs)  # steers new placements only
+        node.spent = ev.spent
         return self._scale_out(ev.now) or changed
 
     def _expire(self, now: float, cause: str) -> list[Command]:
@@ -640,20 +649,23 @@ class SchedulerState:
             battery_pct=node.power.battery_pct,
             reads_here=self._reads_held(nid, mote),
             reads_most=self._reads_most(mote, plan),
-            **self._trust_view(nid, app),
+            **self._trust_view(nid, app, plan),
             **self._energy_view(nid, mote, app),
         )
 
-    def _trust_view(self, nid: str, app: AppRecord) -> dict[str, Any]:
+    def _trust_view(self, nid: str, app: AppRecord, plan: Plan) -> dict[str, Any]:
         trust = self.trust
         if trust is None:
             return {}
+        signer = self.signers.get(app.name, "")
         return {
             "trust_enforced": True,
             "admitted": nid in trust.owners,
             "owner": trust.owners.get(nid, ""),
-            "app_signer": self.signers.get(app.name, ""),
-            "runs": trust.runs.get(nid, frozenset()) | trust.runs.get("*", frozenset()),
+            "app_signer": signer,
+            "run": trust.runs.get(nid, {}).get(signer),
+            "signer_instances": self._signer_instances(nid, signer, plan),
+            "budget_spent": self.nodes[nid].spent.get(signer, ""),
         }
 
     def _energy_view(self, nid: str, mote: MoteSpec, app: AppRecord) -> dict[str, Any]:
@@ -668,6 +680,20 @@ class SchedulerState:
     def _alive(self, nid: str) -> bool:
         node = self.nodes.get(nid)
         return node is not None and node.alive
+
+    def _signer_instances(self, nid: str, signer: str, plan: Plan) -> int:
+        """Instances of ``signer``'s apps on the node, at their apps' current versions
+        (one finishing while its new version starts does not count against a budget)."""
+        count = 0
+        for inst in plan.get(nid):
+            app = self.apps.get(inst.app)
+            if (
+                app is not None
+                and inst.digest == app.digest
+                and self.signers.get(inst.app) == signer
+            ):
+                count += 1
+        return count
 
     def _reads_held(self, nid: str, mote: MoteSpec) -> int:
         if not mote.reads:

@@ -39,7 +39,7 @@ from ..config import Config, load_config
 from ..errors import BadMessage, Conflict, Forbidden, IntegrityError, MotesError, RequestError
 from ..identity import KeyKind, SigningKey, fingerprint, open_signed, seal, short_id
 from ..identity.audit import GENESIS, chain_entry, entry_hash
-from ..identity.grants import allowed, grants_of
+from ..identity.grants import allowed, check_terms, grants_of
 from ..identity.invites import encode_token, join_proof
 from ..identity.keys import verify_signature
 from ..identity.records import APP_CONTEXT, GRANT_CONTEXT, PRINCIPAL_CONTEXT, open_app
@@ -442,6 +442,8 @@ class Authority:
             msgspec.structs.replace(g, id=g.id or secrets.token_hex(8), issuer=admin)
             for g in req.grants
         ]
+        for g in grants:
+            check_terms(g)
         if req.hub and req.kind != "node":
             raise BadMessage("only a machine (a node) can be a hub")
         invite = Invite(
@@ -625,6 +627,7 @@ class Authority:
             await self._require(admin, "admin", "grant")
         if grant.issuer != admin:
             raise IntegrityError("the grant", "its issuer is not the one signing it")
+        check_terms(grant)
         await self._principal(grant.principal)
         await self._store_grant(grant, req.grant)
         return encode(Ok(grant.id))

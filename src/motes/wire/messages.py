@@ -84,6 +84,9 @@ class InstanceState(enum.StrEnum):
     """Its worker failed; it is started again after a backoff."""
     CRASHLOOP = "crashloop"
     """It failed five times or more in a row."""
+    REFUSED = "refused"
+    """The node will not run it: its deployer's ``run`` grant here does not allow it
+    (no ``native``, or a budget used up); asked again after a backoff."""
 
 
 # --- the call path ---------------------------------------------------------------------
@@ -410,6 +413,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="hb1"):
     costs: dict[str, CallCost] = {}
     """Per mote (``app.mote``) that served calls since the previous heartbeat: what they
     used (the ``energy`` rule's measured joules per call)."""
+    spent: dict[str, str] = {}
+    """Person -> the budget of their ``run`` grant used up on this node (``cpu_s_per_day``):
+    the node refuses their instances, so the scheduler places them elsewhere."""
 
 
 class NodeStatus(msgspec.Struct, frozen=True, kw_only=True, tag="nstat1"):

@@ -107,7 +107,10 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True, tag="grant1"):
 
     Resources are patterns: an app or ``app.mote`` for deploy and call (``*`` matches one
     name, ``>`` or a bare ``*`` everything), a dataset's storage index for read, write
-    and hold, a node id for run (``native`` in the budget allows unconfined code).
+    and hold, a node id (or ``*``) for run. A ``run`` grant's ``native`` lets the
+    principal's apps run as ordinary processes there (without it, only sandboxed:
+    wasm), and its ``budget`` bounds them there: ``cpu_s_per_day``, ``memory_mb`` (per
+    instance) and ``instances`` (at once); see ``motes.identity.grants.RUN_BUDGETS``.
     """
 
     id: str
@@ -115,6 +118,8 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True, tag="grant1"):
     action: Action
     resource: str = "*"
     budget: dict[str, float] = {}
+    native: bool = False
+    """``run`` only: unconfined (native) code is allowed, not just sandboxed."""
     until: float = 0.0
     """0: until revoked."""
     issued_at: float = 0.0

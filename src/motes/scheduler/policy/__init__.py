@@ -39,8 +39,9 @@ RULES: tuple[Rule, ...] = (
 STICKY: tuple[Rule, ...] = (liveness, trust, capabilities, labels, owner)
 """Vetoes that can start failing for an instance already placed: it then moves.
 (Resources and spread count the instance itself, so they only judge new placements.)"""
-UNPLANNED: tuple[Rule, ...] = (*STICKY, locality)
-"""Rules that ignore what the plan puts on a node (``used``, ``same_mote``, ``instances``):
+UNPLANNED: tuple[Rule, ...] = (liveness, capabilities, labels, owner, locality)
+"""Rules that ignore what the plan puts on a node (``used``, ``same_mote``, ``instances``,
+and ``signer_instances``, which the trust rule's ``instances`` budget counts):
 while one plan is built their verdict on a node does not change, so the scheduler runs
 them once per node and kind of mote. A rule not listed here is run again every time."""
 

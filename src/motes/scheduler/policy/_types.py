@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...identity.grants import RunTerms
 from ...wire.messages import Inventory
 
 
@@ -56,12 +57,16 @@ class NodeView:
     """The person who owns the node."""
     app_signer: str = ""
     """The person who deployed (signed) the app being placed."""
-    runs: frozenset[str] = frozenset()
-    """People whose apps this node's owner (or an admin) lets it run."""
     energy: Estimate | None = None
     """Joules per call of the mote here; None: the node advertises no power model."""
     energy_least: float = 0.0
     """The lowest such estimate of any live node (the energy rule scores against it)."""
+    run: RunTerms | None = None
+    """The terms of the app signer's ``run`` grant on this node (None: there is none)."""
+    signer_instances: int = 0
+    """Instances of the signer's apps this node already runs (the ``instances`` budget)."""
+    budget_spent: str = ""
+    """A budget of the signer's that this node reports used up today (it refuses them)."""
 
 
 def amount(needs: dict[str, Any], resource: str) -> float | None:
