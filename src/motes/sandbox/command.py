@@ -90,8 +90,20 @@ class CommandHost:
         left = timeout_ms / 1000 - (time.monotonic() - started)
         return max(min(self.confine.timeout_s, left), 0.001)
 
-    async def invoke_batch(self, items: list[list[Any]], timeout_ms: int) -> list[Ok | Err]:
-        return list(await asyncio.gather(*(self.invoke(a, {}, timeout_ms) for a in items)))
+    async def invoke_batch(
+        self,
+        items: list[list[Any]],
+        timeout_ms: int,
+        *,
+        kwargs: list[dict[str, Any]] | None = None,
+        offload: bool = False,
+    ) -> list[Ok | Err]:
+        kws = kwargs if kwargs is not None else [{}] * len(items)
+        calls = (self.invoke(a, k, timeout_ms) for a, k in zip(items, kws, strict=True))
+        return list(await asyncio.gather(*calls))
+
+    def take_fuel(self) -> int:
+        return 0  # a native program burns no wasm fuel (its CPU is in its ExecResult)
 
     async def activate(self, key: str, state: bytes | None) -> None:
         raise BadApp(f"{self.qualname} is a command mote, not an actor")

@@ -270,8 +270,20 @@ class WasmHost:
             return await asyncio.to_thread(self._call, args, kwargs, timeout_ms)
         return self._call(args, kwargs, timeout_ms)
 
-    async def invoke_batch(self, items: list[list[Any]], timeout_ms: int) -> list[Ok | Err]:
-        return [self._call(a, {}, timeout_ms) for a in items]
+    async def invoke_batch(
+        self,
+        items: list[list[Any]],
+        timeout_ms: int,
+        *,
+        kwargs: list[dict[str, Any]] | None = None,
+        offload: bool = False,
+    ) -> list[Ok | Err]:
+        kws = kwargs if kwargs is not None else [{}] * len(items)
+
+        def run() -> list[Ok | Err]:
+            return [self._call(a, k, timeout_ms) for a, k in zip(items, kws, strict=True)]
+
+        return await asyncio.to_thread(run) if offload else run()
 
     def take_fuel(self) -> int:
         used, self._fuel_used = self._fuel_used, 0
