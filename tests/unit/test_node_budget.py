@@ -3,15 +3,20 @@ day (from the meter's totals), and a worker's memory limit, on a real process.""
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
+import msgspec
 import pytest
 
+from motes.app.bundle import MANIFEST
 from motes.errors import Forbidden, OverBudget
 from motes.identity.grants import RunTerms
-from motes.node.budget import Budgets, Hosted, cap_memory
+from motes.node.budget import Budgets, Hosted, cap_memory, check_bundle
+from motes.wire.messages import InstanceSpec
 
 DAY = 86400.0
 NOON = 20 * DAY + DAY / 2  # some UTC noon
@@ -85,3 +90,19 @@ def test_a_workers_memory_is_capped_by_a_cgroup_or_else_by_rlimit_as() -> None:
     if group is not None:
         group.remove()
         assert not any(d.exists() for d in group.dirs)
+
+
+def test_a_bundle_must_run_the_mote_as_its_signed_record_declares(tmp_path: Path) -> None:
+    """The worker picks wasm or native from the bundle; the grant was checked against the
+    record. A bundle that disagrees (native code for a mote declared wasm) is refused."""
+    boxed_mote = {"fuel": 10**9, "memory_mb": 64}
+    (tmp_path / MANIFEST).write_text(json.dumps({"wasm": {"boxed": boxed_mote}}))
+    spec = InstanceSpec(iid="i1", app="a", mote="m", digest="sha256:x", module="app")
+    terms = RunTerms()
+    with pytest.raises(Forbidden, match="bundle runs it native, its app record declares wasm"):
+        check_bundle(tmp_path, spec, Hosted("bee", terms, "wasm"))
+    check_bundle(tmp_path, spec, Hosted("bee", terms, "native"))  # agrees: nothing raised
+    boxed = msgspec.structs.replace(spec, mote="boxed")
+    check_bundle(tmp_path, boxed, Hosted("bee", terms, "wasm"))
+    with pytest.raises(Forbidden, match="bundle runs it wasm"):
+        check_bundle(tmp_path, boxed, Hosted("bee", terms, "native"))

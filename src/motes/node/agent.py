@@ -66,7 +66,7 @@ from ..wire.messages import (
     Power,
     PowerProfile,
 )
-from .budget import Budgets, Hosted, cap_memory, hosting
+from .budget import Budgets, Hosted, cap_memory, check_bundle, hosting
 from .exec import ExecService
 from .inventory import detect_inventory, read_power
 from .meter import MetricsServer, UsageLedger, openmetrics, publish_usage
@@ -572,6 +572,8 @@ class NodeAgent:
             return
         try:
             bundle_dir = await self._bundle(spec.digest)
+            if hosted is not None:
+                check_bundle(bundle_dir, spec, hosted)
             await prepare(bundle_dir, spec.digest, self.config.node)
             worker = await self._take_warm()
             inst.worker = worker
@@ -588,6 +590,9 @@ class NodeAgent:
                     "convergence": str(secret),
                 }
             await worker.assign(spec, str(bundle_dir), self.timing.start_timeout_s, **grant)
+        except Forbidden as exc:  # before a worker is taken: the bundle is not as signed
+            self._refused(inst, exc)
+            return
         except MotesError as exc:
             started = inst.worker
             self._failed(inst, str(exc))

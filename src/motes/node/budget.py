@@ -27,6 +27,7 @@ import logging
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import Forbidden, OverBudget
 from ..identity.grants import RunTerms, run_terms
@@ -51,6 +52,8 @@ class Hosted:
 
     person: str
     terms: RunTerms
+    sandbox: str = "native"
+    """How the signed app record declares the mote (``MoteSpec.sandbox``)."""
 
 
 async def hosting(
@@ -74,7 +77,20 @@ async def hosting(
         raise Forbidden(signer, "run", what, "run grant without native: only sandboxed motes")
     if terms.cpu_s_per_day is not None and meter == "off":
         raise Forbidden(signer, "run", what, "a cpu_s_per_day budget needs the meter on")
-    return Hosted(signer, terms)
+    return Hosted(signer, terms, mote.sandbox if mote is not None else "native")
+
+
+def check_bundle(bundle_dir: Path, spec: InstanceSpec, hosted: Hosted) -> None:
+    """The worker picks the host from the bundle's manifest; the grant was checked
+    against the app record's declaration. A bundle that would run natively a mote its
+    record declares wasm (or the reverse) is refused: ``Forbidden``."""
+    from ..sandbox.wasm import wasm_mote
+
+    in_bundle = "wasm" if wasm_mote(bundle_dir, spec.mote) is not None else "native"
+    if in_bundle != hosted.sandbox:
+        what = f"{spec.app}.{spec.mote}"
+        why = f"its bundle runs it {in_bundle}, its app record declares {hosted.sandbox}"
+        raise Forbidden(hosted.person, "run", what, why)
 
 
 def _day(now: float) -> str:
