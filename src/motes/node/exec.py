@@ -98,16 +98,7 @@ class ExecService:
             "ran %s for %s: exit %d, %.3f s, %s", what, principal, done.returncode,
             done.wall_s, done.backend,
         )  # fmt: skip
-        return ExecResult(
-            returncode=done.returncode,
-            stdout=done.stdout,
-            stderr=done.stderr,
-            node=self.node,
-            wall_s=done.wall_s,
-            cpu_s=done.cpu_s,
-            peak_mb=done.peak_mb,
-            backend=done.backend,
-        )
+        return done.result(self.node)
 
     async def _authorize(self, principal: str) -> None:
         if self.mesh_key is None:

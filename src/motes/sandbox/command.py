@@ -22,7 +22,7 @@ import msgspec
 from ..app.app import Command
 from ..errors import BadApp, MotesError, SandboxDenied
 from ..wire.codec import error_reply
-from ..wire.messages import Confinement, Err, ExecResult, InstanceSpec, Ok
+from ..wire.messages import Confinement, Err, InstanceSpec, Ok
 from .confine import run_confined
 from .inprocess import InProcessHost
 
@@ -70,18 +70,7 @@ class CommandHost:
             )
         except MotesError as exc:
             return error_reply(exc)
-        return Ok(
-            ExecResult(
-                returncode=done.returncode,
-                stdout=done.stdout,
-                stderr=done.stderr,
-                node=self.node,
-                wall_s=done.wall_s,
-                cpu_s=done.cpu_s,
-                peak_mb=done.peak_mb,
-                backend=done.backend,
-            )
-        )
+        return Ok(done.result(self.node))
 
     def _deadline(self, timeout_ms: int, started: float) -> float:
         """The declared timeout, or what is left of the call's if that ends first."""

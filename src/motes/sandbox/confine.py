@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import SandboxDenied, SandboxLimit, SandboxUnavailable
-from ..wire.messages import Confinement
+from ..wire.messages import Confinement, ExecResult
 from . import _landlock
 from ._cgroup import Cgroup
 
@@ -81,6 +81,19 @@ class Completed:
     backend: Backend
     enforced: frozenset[str]
     """Limits enforced beyond the deadline and output: ``memory``, ``processes``."""
+
+    def result(self, node: str) -> ExecResult:
+        """What a caller gets back: this run, on ``node``."""
+        return ExecResult(
+            returncode=self.returncode,
+            stdout=self.stdout,
+            stderr=self.stderr,
+            node=node,
+            wall_s=self.wall_s,
+            cpu_s=self.cpu_s,
+            peak_mb=self.peak_mb,
+            backend=self.backend,
+        )
 
 
 @functools.cache
