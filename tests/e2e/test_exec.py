@@ -140,7 +140,7 @@ async def test_exec_needs_a_run_grant_on_that_node(tmp_path: Path) -> None:
 TOOLS = """
 import motes
 
-app = motes.App("tools")
+app = motes.App("cmdtools")
 
 
 @app.command(files={{"/data": {data!r}}}, timeout=5, min=1, max=1)
@@ -163,18 +163,18 @@ async def test_a_command_mote_runs_what_its_function_names_confined(tmp_path: Pa
     data = tmp_path / "data"
     data.mkdir()
     (data / "in.txt").write_text("three\nlines\nhere\n")
-    app = tmp_path / "tools.py"
+    app = tmp_path / "cmdtools.py"
     app.write_text(TOOLS.format(data=str(data)))
     async with local_mesh(tmp_path, nodes=1) as mesh, mesh.client(timing=FAST) as owner:
         await owner.deploy(app)
-        done = await owner.call("tools.count", "in.txt")
+        done = await owner.call("cmdtools.count", "in.txt")
         assert done["returncode"] == 0 and done["stdout"] == b"3 /data/in.txt\n"
         assert done["backend"] == "bwrap" and done["node"]
-        missing = await owner.call("tools.count", "nope.txt")
+        missing = await owner.call("cmdtools.count", "nope.txt")
         assert missing["returncode"] != 0 and b"nope.txt" in missing["stderr"]
 
         with pytest.raises(SandboxLimit) as hit:
-            await owner.call("tools.hang", "hello")
+            await owner.call("cmdtools.hang", "hello")
         assert hit.value.limit == "deadline" and hit.value.allowed == 1
 
         async def gone() -> bool:
@@ -182,4 +182,4 @@ async def test_a_command_mote_runs_what_its_function_names_confined(tmp_path: Pa
 
         await eventually(gone, timeout=5, what="the command's tree being killed")
         with pytest.raises(SandboxDenied, match="non-empty list"):
-            await owner.call("tools.wrong")
+            await owner.call("cmdtools.wrong")
