@@ -21,6 +21,18 @@ from motes.wire.messages import (
 
 FAILURE_TIMEOUT = 1.5
 
+RULES = [  # the order every verdict list (and `motes why`) shows, by rule name
+    "liveness",
+    "trust",
+    "resources",
+    "capabilities",
+    "labels",
+    "owner",
+    "locality",
+    "energy",
+    "spread",
+]
+
 
 def node(
     nid: str,

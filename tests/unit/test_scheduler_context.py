@@ -4,22 +4,11 @@ vetoes that start failing under instances already placed (they move, then stay p
 from __future__ import annotations
 
 import pytest
-from sched_builders import app, assign, beat, elected, fresh, inst, mote, node, per_node
+from sched_builders import RULES, app, assign, beat, elected, fresh, inst, mote, node, per_node
 
 from motes.scheduler.state import AppPut, DrainSet, NodeUp, PresenceSet, SchedulerState
 from motes.wire.messages import NodeAssignment, Power, Verdict
 
-RULES = [
-    "liveness",
-    "trust",
-    "resources",
-    "capabilities",
-    "labels",
-    "owner",
-    "locality",
-    "energy",
-    "spread",
-]
 TWO = app("a", mote(min=2))
 
 

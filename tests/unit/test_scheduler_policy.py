@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sched_builders import RULES as RULE_NAMES
 
 from motes.scheduler.policy import RULES, STICKY, NodeView, judge
 from motes.scheduler.policy.capabilities import capabilities
@@ -39,17 +40,7 @@ def mote(**options: Any) -> MoteSpec:
 
 
 def test_rules_are_judged_in_the_order_motes_why_shows_them() -> None:
-    assert [rule.__name__ for rule in RULES] == [
-        "liveness",
-        "trust",
-        "resources",
-        "capabilities",
-        "labels",
-        "owner",
-        "locality",
-        "energy",
-        "spread",
-    ]
+    assert [rule.__name__ for rule in RULES] == RULE_NAMES
 
 
 def test_only_vetoes_that_can_change_under_a_placed_instance_are_sticky() -> None:

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from sched_builders import (
+    RULES,
     app,
     assign,
     beat,
@@ -33,17 +34,6 @@ from motes.scheduler.state import (
 )
 from motes.wire.messages import Load, NodeAssignment
 
-RULES = [
-    "liveness",
-    "trust",
-    "resources",
-    "capabilities",
-    "labels",
-    "owner",
-    "locality",
-    "energy",
-    "spread",
-]
 A = app("a", mote(min=3))
 
 
